@@ -1,0 +1,38 @@
+"""Loading Qwen3-TTS model folders for training and checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+MODEL_FILES = ("config.json", "generation_config.json", "speech_tokenizer/config.json")
+
+
+def check_model_folder(model_dir: str | Path) -> Path:
+    """Fail early, naming the missing file, instead of deep inside transformers."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ValueError(f"{model_dir}: not a directory; expected a Qwen3-TTS model folder")
+    missing = [name for name in MODEL_FILES if not (model_dir / name).exists()]
+    if not (model_dir / "model.safetensors").exists() and not (model_dir / "model.safetensors.index.json").exists():
+        missing.append("model.safetensors")
+    if missing:
+        raise ValueError(f"{model_dir}: not a complete Qwen3-TTS model folder, missing {', '.join(missing)}")
+    return model_dir
+
+
+def load_model_config(model_dir: str | Path) -> Any:
+    from qwen_tts.core.models.configuration_qwen3_tts import Qwen3TTSConfig
+
+    return Qwen3TTSConfig.from_pretrained(str(check_model_folder(model_dir)))
+
+
+def load_model(model_dir: str | Path, dtype: Any = None, attn_implementation: str = "sdpa") -> Any:
+    """The official wrapper (`qwen_tts.Qwen3TTSModel`): `.model` is the network, `.processor.tokenizer` the text."""
+    import torch
+    from qwen_tts import Qwen3TTSModel
+
+    check_model_folder(model_dir)
+    return Qwen3TTSModel.from_pretrained(
+        str(model_dir), dtype=dtype or torch.float32, attn_implementation=attn_implementation
+    )

@@ -1,0 +1,172 @@
+"""The training objective: one nn.Module behind one forward(), so DDP and DeepSpeed can wrap it.
+
+Given a `layout.Batch`, it builds the talker's input embeddings with the model's own modules (text embedding THEN
+text_projection, codec rows, summed frames, speaker vectors), runs the talker once, and computes
+
+- the codebook-0 loss: cross-entropy of `codec_head` logits at every supervised position against the label the
+  layout put there (the next frame's codebook 0, or EOS). No further shifting happens anywhere.
+- the sub-talker loss: for every target frame, the code predictor is fed [talker hidden state of the position that
+  predicted codebook 0 of that frame, codebook-0 embedding, codebook 1..14 embeddings] exactly as its generate()
+  prefill + decode steps see them; head i (i = 1..15) is scored on codebook i with a cross-entropy computed here
+  (transformers' causal-LM loss would shift the labels again).
+
+loss = codebook0_loss + sub_talker_weight * sub_talker_loss.
+
+The same module computes training loss, held-out eval loss and `qwen-swe eval`'s teacher-forced numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layout import IGNORE, Batch
+
+
+class TalkerObjective(nn.Module):
+    """Wraps a `Qwen3TTSForConditionalGeneration` and scores batches the way inference would run them.
+
+    mask_suppressed_logits: generate() suppresses codec rows [vocab-1024, vocab) except EOS before sampling codebook
+    0. With this on (default), the codebook-0 cross-entropy is taken over the rows inference can emit, i.e. it is
+    the negative log-likelihood of the distribution inference samples from (before temperature/top-k).
+    """
+
+    def __init__(self, model: nn.Module, sub_talker_weight: float = 0.3, mask_suppressed_logits: bool = True):
+        super().__init__()
+        self.model = model
+        self.sub_talker_weight = float(sub_talker_weight)
+        talker_config = model.config.talker_config
+        vocab = int(talker_config.vocab_size)
+        allowed = torch.ones(vocab, dtype=torch.bool)
+        if mask_suppressed_logits:
+            allowed[vocab - 1024:] = False
+            allowed[int(talker_config.codec_eos_token_id)] = True
+        self.register_buffer("allowed_rows", allowed, persistent=False)
+        self.num_code_groups = int(talker_config.num_code_groups)
+
+    # ------------------------------------------------------------------------------------------ embeddings
+    @property
+    def talker(self) -> nn.Module:
+        return self.model.talker
+
+    def frame_embeddings(self, frames: torch.Tensor) -> torch.Tensor:
+        """[F, G] codes -> [F, hidden]: codebook 0 through the talker's codec rows, 1..15 through the predictor's."""
+        talker = self.talker
+        parts = [talker.get_input_embeddings()(frames[:, :1])]
+        predictor_rows = talker.code_predictor.get_input_embeddings()
+        for group in range(1, self.num_code_groups):
+            parts.append(predictor_rows[group - 1](frames[:, group:group + 1]))
+        return torch.cat(parts, dim=1).sum(1)
+
+    def speaker_embeddings(self, batch: Batch) -> Optional[torch.Tensor]:
+        """[B, hidden] speaker vectors: precomputed x-vectors, or the frozen speaker encoder on reference mels."""
+        if batch.xvectors is not None and not any(m is not None for m in batch.speaker_mels):
+            return batch.xvectors
+        if not any(m is not None for m in batch.speaker_mels):
+            return None
+        encoder = self.model.speaker_encoder
+        if encoder is None:
+            raise ValueError("speaker mels were given but this model has no speaker encoder (tts_model_type != base)")
+        hidden = self.talker.config.hidden_size
+        dtype = next(encoder.parameters()).dtype
+        vectors = batch.xvectors.clone() if batch.xvectors is not None else None
+        rows = []
+        for row, mel in enumerate(batch.speaker_mels):
+            if mel is None:
+                rows.append(vectors[row] if vectors is not None else torch.zeros(hidden, device=batch.text_ids.device))
+                continue
+            with torch.no_grad():  # one at a time: the encoder's pooling has no padding mask
+                rows.append(encoder(mel.unsqueeze(0).to(dtype))[0].float())
+        return torch.stack(rows)
+
+    def input_embeddings(self, batch: Batch) -> torch.Tensor:
+        """[B, L, hidden]: text channel + codec channel for every position, as generate() builds them."""
+        talker = self.talker
+        text = talker.text_projection(talker.get_text_embeddings()(batch.text_ids))
+        codec = torch.zeros_like(text)
+        special = batch.codec_ids >= 0
+        if special.any():
+            rows = special.nonzero(as_tuple=True)
+            codec = codec.index_put(rows, talker.get_input_embeddings()(batch.codec_ids[rows]))
+        framed = batch.frame_ids >= 0
+        if framed.any():
+            rows = framed.nonzero(as_tuple=True)
+            codec = codec.index_put(rows, self.frame_embeddings(batch.frames)[batch.frame_ids[rows]].to(codec.dtype))
+        speakers = batch.speaker_positions >= 0
+        if speakers.any():
+            vectors = self.speaker_embeddings(batch)
+            batch_rows = speakers.nonzero(as_tuple=True)[0]
+            codec = codec.index_put(
+                (batch_rows, batch.speaker_positions[batch_rows]), vectors[batch_rows].to(codec.dtype)
+            )
+        return text + codec
+
+    # ------------------------------------------------------------------------------------------ forward
+    def talker_forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden [B, L, H], codebook-0 logits [B, L, vocab]) for the whole teacher-forced sequence."""
+        talker = self.talker
+        embeds = self.input_embeddings(batch)
+        out = talker.model(
+            inputs_embeds=embeds,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        )
+        hidden = out.last_hidden_state
+        return hidden, talker.codec_head(hidden)
+
+    def sub_talker_inputs(self, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """[N, G, H]: what the code predictor sees for each target frame, over its prefill and decode steps."""
+        talker = self.talker
+        frames = batch.frames[batch.sub_frames]  # [N, G]
+        predictor_hidden = hidden[batch.sub_batch, batch.sub_positions]  # [N, H]
+        parts = [predictor_hidden.unsqueeze(1), talker.get_input_embeddings()(frames[:, :1])]
+        predictor_rows = talker.code_predictor.get_input_embeddings()
+        for group in range(1, self.num_code_groups - 1):
+            parts.append(predictor_rows[group - 1](frames[:, group:group + 1]))
+        return torch.cat(parts, dim=1)
+
+    def sub_talker_logits(self, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """[N, G-1, 2048]: head i (1..15) scores codebook i of every target frame."""
+        inputs = self.sub_talker_inputs(hidden, batch)
+        return self.talker.code_predictor.forward_finetune(inputs_embeds=inputs).logits
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        hidden, logits = self.talker_forward(batch)
+        supervised = batch.labels != IGNORE
+        cb0_logits = logits[supervised].float()
+        cb0_logits = cb0_logits.masked_fill(~self.allowed_rows, float("-inf"))
+        cb0_labels = batch.labels[supervised]
+        codebook0_loss = F.cross_entropy(cb0_logits, cb0_labels)
+
+        sub_logits = self.sub_talker_logits(hidden, batch).float()  # [N, 15, 2048]
+        sub_labels = batch.frames[batch.sub_frames][:, 1:]  # [N, 15]
+        per_group = F.cross_entropy(
+            sub_logits.reshape(-1, sub_logits.shape[-1]), sub_labels.reshape(-1), reduction="none"
+        ).view(sub_labels.shape)
+        sub_talker_loss = per_group.mean()
+        loss = codebook0_loss + self.sub_talker_weight * sub_talker_loss
+
+        with torch.no_grad():
+            eos = cb0_labels == int(self.talker.config.codec_eos_token_id)
+            correct = cb0_logits.argmax(-1) == cb0_labels
+            sub_correct = (sub_logits.argmax(-1) == sub_labels).float()
+            metrics = {
+                "codebook0_accuracy": correct.float().mean(),
+                "eos_accuracy": correct[eos].float().mean() if eos.any() else torch.zeros((), device=loss.device),
+                "sub_talker_accuracy": sub_correct.mean(),
+                "sub_talker_accuracy_per_group": sub_correct.mean(0),
+                "sub_talker_loss_per_group": per_group.detach().mean(0),
+                "frames": torch.tensor(float(sub_labels.shape[0]), device=loss.device),
+                "positions": batch.attention_mask.sum().float(),
+                "padded_positions": torch.tensor(float(batch.attention_mask.numel()), device=loss.device),
+            }
+        return {
+            "loss": loss,
+            "codebook0_loss": codebook0_loss.detach(),
+            "sub_talker_loss": sub_talker_loss.detach(),
+            **metrics,
+        }

@@ -1,0 +1,63 @@
+"""Shared test helpers: load tiny models with Swedish registered, make random-but-valid samples."""
+
+from __future__ import annotations
+
+import shutil
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from qwen_swe.language import add_language_to_folder
+from qwen_swe.layout import Sample
+
+SWEDISH_TEXTS = [
+    "Hej, välkommen till Göteborg!",
+    "Vi åker till Malmö med tåget i morgon bitti.",
+    "Älgen stod stilla i skogsbrynet och tittade på oss.",
+    "Mormor bakade kanelbullar i lördags.",
+]
+
+
+def swedish_copy(model_dir: Path, out: Path) -> Path:
+    """A copy of a model folder with 'swedish' registered (mean of the language rows)."""
+    if not (out / "config.json").exists():
+        shutil.copytree(model_dir, out)
+        add_language_to_folder(out, "swedish")
+    return out
+
+
+@lru_cache(maxsize=None)
+def _load(model_dir: str):
+    from qwen_swe.modeling import load_model
+
+    return load_model(model_dir)
+
+
+def load_swedish_model(model_dir: Path):
+    """The official wrapper around a Swedish-registered copy of `model_dir` (cached per folder, fp32, eval)."""
+    target = Path(str(model_dir) + "-sv")
+    swedish_copy(Path(model_dir), target)
+    wrapper = _load(str(target))
+    wrapper.model.eval()
+    return wrapper
+
+
+def random_samples(model, count: int, seed: int, languages=("swedish", "auto", "german")) -> list[Sample]:
+    """Valid samples with random codes and x-vectors (and an ICL reference each)."""
+    generator = torch.Generator().manual_seed(seed)
+    hidden = model.config.talker_config.hidden_size
+    samples = []
+    for i in range(count):
+        frames = int(torch.randint(4, 12, (1,), generator=generator))
+        samples.append(Sample(
+            key=f"random/{seed}/{i}",
+            text=SWEDISH_TEXTS[i % len(SWEDISH_TEXTS)],
+            codes=torch.randint(0, 2048, (frames, 16), generator=generator),
+            language=languages[i % len(languages)],
+            xvector=torch.randn(hidden, generator=generator),
+            ref_text=SWEDISH_TEXTS[(i + 1) % len(SWEDISH_TEXTS)],
+            ref_codes=torch.randint(0, 2048, (int(torch.randint(3, 9, (1,), generator=generator)), 16),
+                                    generator=generator),
+        ))
+    return samples

@@ -1,0 +1,140 @@
+"""The objective: the loss is an explicit one-shift cross-entropy, every head trains, bad input is named."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from qwen_swe.layout import IGNORE, LAYOUTS, Sample, SequenceLayout
+from qwen_swe.objective import TalkerObjective
+
+from .helpers import load_swedish_model, random_samples
+
+
+@pytest.fixture(scope="module", params=["tiny_06b", "tiny_17b"])
+def setup(request):
+    wrapper = load_swedish_model(request.getfixturevalue(request.param))
+    layout = SequenceLayout(wrapper.model.config, wrapper.processor.tokenizer)
+    return wrapper, layout
+
+
+def explicit_losses(objective: TalkerObjective, layout: SequenceLayout, samples, name: str):
+    """Cross-entropy written out position by position, independent of the layout's label tensors."""
+    model = objective.model
+    eos = model.config.talker_config.codec_eos_token_id
+    vocab = model.config.talker_config.vocab_size
+    allowed = torch.zeros(vocab, dtype=torch.bool)
+    allowed[:2048] = True
+    allowed[eos] = True
+    laid = [layout.build(s, name) for s in samples]
+    batch = layout.collate(laid)
+    hidden, logits = objective.talker_forward(batch)
+    cb0_terms, sub_terms = [], []
+    for row, (sample, item) in enumerate(zip(samples, laid)):
+        target = sample.codes
+        offset = item.frames.shape[0] - target.shape[0]  # ICL frames start with the reference
+        frame_position = {int(f) - offset: p for p, f in enumerate(item.frame_ids.tolist()) if f >= offset}
+        for t in range(target.shape[0] + 1):
+            # The position fed frame t-1 (or the last prompt position for t = 0) predicts frame t (or EOS).
+            position = frame_position[t - 1] if t > 0 else frame_position[0] - 1
+            label = int(target[t, 0]) if t < target.shape[0] else eos
+            log_probs = torch.log_softmax(logits[row, position].masked_fill(~allowed, float("-inf")), -1)
+            cb0_terms.append(-log_probs[label])
+            if t < target.shape[0]:
+                talker = model.talker
+                inputs = [hidden[row, position]] + [talker.get_input_embeddings()(target[t, 0])]
+                inputs += [talker.code_predictor.get_input_embeddings()[g - 1](target[t, g]) for g in range(1, 15)]
+                head_logits = talker.code_predictor.forward_finetune(inputs_embeds=torch.stack(inputs)[None]).logits[0]
+                for head in range(15):  # head 0 of the predictor scores codebook 1, ..., head 14 codebook 15
+                    sub_terms.append(-torch.log_softmax(head_logits[head], -1)[int(target[t, head + 1])])
+    return torch.stack(cb0_terms).mean(), torch.stack(sub_terms).mean(), batch, logits
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
+def test_loss_equals_explicit_one_shift_cross_entropy(setup, name):
+    wrapper, layout = setup
+    objective = TalkerObjective(wrapper.model, sub_talker_weight=0.3).eval()
+    samples = random_samples(wrapper.model, count=3, seed=1)
+    with torch.no_grad():
+        out = objective(layout.collate([layout.build(s, name) for s in samples]))
+        cb0, sub, batch, logits = explicit_losses(objective, layout, samples, name)
+    assert torch.allclose(out["codebook0_loss"], cb0, atol=1e-5), (out["codebook0_loss"], cb0)
+    assert torch.allclose(out["sub_talker_loss"], sub, atol=1e-5), (out["sub_talker_loss"], sub)
+    assert torch.allclose(out["loss"], cb0 + 0.3 * sub, atol=1e-5)
+    assert int(out["frames"]) == sum(int(s.codes.shape[0]) for s in samples)
+    # EOS is supervised once per sample.
+    eos = wrapper.model.config.talker_config.codec_eos_token_id
+    assert int((batch.labels == eos).sum()) == len(samples)
+
+
+def test_training_learns_the_next_frame_not_the_one_after(setup):
+    """Guard against labels shifted twice: after fitting, the one-shift loss is far below the two-shift one."""
+    wrapper, layout = setup
+    model = copy.deepcopy(wrapper.model)
+    objective = TalkerObjective(model)
+    batch = layout.collate([layout.build(s, "streaming") for s in random_samples(model, count=2, seed=3)])
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=3e-3)
+    for _ in range(25):
+        loss = objective(batch)["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    objective.eval()
+    with torch.no_grad():
+        one_shift = objective(batch)["codebook0_loss"]
+        _, logits = objective.talker_forward(batch)
+        # What a script that shifts our labels once more computes (transformers' causal-LM loss does that).
+        shifted = batch.labels[:, 1:]
+        twice = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), shifted.reshape(-1), ignore_index=IGNORE)
+    assert one_shift < 0.5 * twice, (one_shift, twice)
+
+
+def test_every_sub_talker_head_and_the_text_path_get_gradient(setup):
+    wrapper, layout = setup
+    model = copy.deepcopy(wrapper.model)
+    objective = TalkerObjective(model)
+    samples = random_samples(model, count=2, seed=4)
+    objective(layout.collate([layout.build(s, "icl") for s in samples]))["loss"].backward()
+    predictor = model.talker.code_predictor
+    for head in range(15):
+        assert predictor.lm_head[head].weight.grad.abs().sum() > 0, f"sub-talker head {head + 1} got no gradient"
+    for group in range(14):  # codebooks 1..14 are fed to the predictor; codebook 15 never is (nor in inference)
+        assert predictor.get_input_embeddings()[group].weight.grad.abs().sum() > 0
+    assert model.talker.text_projection.linear_fc1.weight.grad.abs().sum() > 0
+    assert model.talker.get_text_embeddings().weight.grad.abs().sum() > 0
+
+
+def bad(sample: Sample, **changes) -> Sample:
+    sample = copy.copy(sample)
+    for name, value in changes.items():
+        setattr(sample, name, value)
+    return sample
+
+
+def test_bad_input_names_the_sample_and_the_field(setup):
+    wrapper, layout = setup
+    good = random_samples(wrapper.model, count=1, seed=5)[0]
+    hidden = wrapper.model.config.talker_config.hidden_size
+    cases = [
+        (bad(good, codes=torch.full((5, 16), 2048)), "codes", "0..2047"),
+        (bad(good, codes=torch.zeros(5, 15, dtype=torch.long)), "codes", "shape"),
+        (bad(good, codes=torch.zeros(0, 16, dtype=torch.long)), "codes", "shape"),
+        (bad(good, text="   "), "text", "empty"),
+        (bad(good, language="klingon"), "language", "unknown language"),
+        (bad(good, xvector=torch.zeros(hidden + 1)), "xvector", "size"),
+        (bad(good, xvector=torch.full((hidden,), float("nan"))), "xvector", "NaN"),
+        (bad(good, ref_codes=None), "ref_codes", "ICL"),
+    ]
+    for sample, field, words in cases:
+        with pytest.raises(ValueError) as info:
+            layout.build(sample, "icl")
+        message = str(info.value)
+        assert repr(sample.key) in message and repr(field) in message and words in message, message
+
+    short = copy.deepcopy(wrapper.model.config)
+    short.talker_config.max_position_embeddings = 40
+    with pytest.raises(ValueError, match=r"field 'text'.*exceeds the talker's limit of 40"):
+        SequenceLayout(short, wrapper.processor.tokenizer).build(bad(good, text="Hej " * 30), "non_streaming")
