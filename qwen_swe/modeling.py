@@ -21,7 +21,18 @@ def check_model_folder(model_dir: str | Path) -> Path:
     return model_dir
 
 
+def import_qwen_tts() -> Any:
+    """Import qwen_tts without its import-time banner about flash-attn (`qwen-swe env` reports attention)."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        import qwen_tts
+    return qwen_tts
+
+
 def load_model_config(model_dir: str | Path) -> Any:
+    import_qwen_tts()
     from qwen_tts.core.models.configuration_qwen3_tts import Qwen3TTSConfig
 
     return Qwen3TTSConfig.from_pretrained(str(check_model_folder(model_dir)))
@@ -30,8 +41,8 @@ def load_model_config(model_dir: str | Path) -> Any:
 def load_model(model_dir: str | Path, dtype: Any = None, attn_implementation: str = "sdpa") -> Any:
     """The official wrapper (`qwen_tts.Qwen3TTSModel`): `.model` is the network, `.processor.tokenizer` the text."""
     import torch
-    from qwen_tts import Qwen3TTSModel
 
+    Qwen3TTSModel = import_qwen_tts().Qwen3TTSModel
     check_model_folder(model_dir)
     return Qwen3TTSModel.from_pretrained(
         str(model_dir), dtype=dtype or torch.float32, attn_implementation=attn_implementation

@@ -144,9 +144,9 @@ def conditions(model: Any, layouts: list[str]) -> list[tuple[str, str, str]]:
     """(layout, language, speaker mode) triples this model supports: auto, one released language, swedish."""
     config = model.config.talker_config
     languages = sorted(dict(config.codec_language_id))
-    released = [name for name in ("german", "english") if name in languages] or [
+    released = ([name for name in ("german", "english") if name in languages] or [
         n for n in languages if "dialect" not in n and n != "swedish"
-    ][:1]
+    ])[:1]
     picked = ["auto"] + released + (["swedish"] if "swedish" in languages else [])
     has_encoder = getattr(model, "speaker_encoder", None) is not None
     speakers = sorted(dict(config.spk_id or {}))
@@ -163,10 +163,13 @@ def conditions(model: Any, layouts: list[str]) -> list[tuple[str, str, str]]:
 
 def run_parity(model_dir: str, layouts: Optional[list[str]] = None, frames: int = 6, seed: int = 0) -> list[ParityResult]:
     """Run every supported parity condition against the model folder and the installed qwen_tts."""
-    from qwen_tts import Qwen3TTSModel
+    from transformers.utils import logging as transformers_logging
 
+    from .modeling import load_model
+
+    transformers_logging.set_verbosity_error()  # generate() notes the pad id on every call
     torch.manual_seed(seed)
-    wrapper = Qwen3TTSModel.from_pretrained(str(model_dir), dtype=torch.float32)
+    wrapper = load_model(model_dir, dtype=torch.float32)
     model = wrapper.model.eval()
     layout = SequenceLayout(model.config, wrapper.processor.tokenizer)
     objective = TalkerObjective(model).eval()

@@ -43,6 +43,14 @@ def load_swedish_model(model_dir: Path):
     return wrapper
 
 
+def fresh_swedish_model(model_dir: Path):
+    """A new, independently trainable copy (qwen_tts models cannot be deep-copied: they hold dict_keys)."""
+    from qwen_swe.modeling import load_model
+
+    load_swedish_model(model_dir)
+    return load_model(str(model_dir) + "-sv").model
+
+
 def random_samples(model, count: int, seed: int, languages=("swedish", "auto", "german")) -> list[Sample]:
     """Valid samples with random codes and x-vectors (and an ICL reference each)."""
     generator = torch.Generator().manual_seed(seed)

@@ -11,13 +11,15 @@ import torch.nn.functional as F
 from qwen_swe.layout import IGNORE, LAYOUTS, Sample, SequenceLayout
 from qwen_swe.objective import TalkerObjective
 
-from .helpers import load_swedish_model, random_samples
+from .helpers import fresh_swedish_model, load_swedish_model, random_samples
 
 
 @pytest.fixture(scope="module", params=["tiny_06b", "tiny_17b"])
 def setup(request):
-    wrapper = load_swedish_model(request.getfixturevalue(request.param))
+    source = request.getfixturevalue(request.param)
+    wrapper = load_swedish_model(source)
     layout = SequenceLayout(wrapper.model.config, wrapper.processor.tokenizer)
+    wrapper.source = source
     return wrapper, layout
 
 
@@ -73,7 +75,7 @@ def test_loss_equals_explicit_one_shift_cross_entropy(setup, name):
 def test_training_learns_the_next_frame_not_the_one_after(setup):
     """Guard against labels shifted twice: after fitting, the one-shift loss is far below the two-shift one."""
     wrapper, layout = setup
-    model = copy.deepcopy(wrapper.model)
+    model = fresh_swedish_model(wrapper.source)
     objective = TalkerObjective(model)
     batch = layout.collate([layout.build(s, "streaming") for s in random_samples(model, count=2, seed=3)])
     optimizer = torch.optim.AdamW(objective.parameters(), lr=3e-3)
@@ -94,7 +96,7 @@ def test_training_learns_the_next_frame_not_the_one_after(setup):
 
 def test_every_sub_talker_head_and_the_text_path_get_gradient(setup):
     wrapper, layout = setup
-    model = copy.deepcopy(wrapper.model)
+    model = fresh_swedish_model(wrapper.source)
     objective = TalkerObjective(model)
     samples = random_samples(model, count=2, seed=4)
     objective(layout.collate([layout.build(s, "icl") for s in samples]))["loss"].backward()
