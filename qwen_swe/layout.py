@@ -104,6 +104,20 @@ class Batch:
                 moved[name] = value
         return Batch(**moved)
 
+    @classmethod
+    def empty(cls, extra: dict[str, Any]) -> "Batch":
+        """A batch whose samples were all unusable; the trainer skips the step (on every rank) when it sees one."""
+        none = torch.zeros((0, 0), dtype=torch.long)
+        flat = torch.zeros((0,), dtype=torch.long)
+        return cls(keys=[], text_ids=none, codec_ids=none, frame_ids=none, frames=torch.zeros((0, 16), dtype=torch.long),
+                   attention_mask=none, position_ids=torch.zeros((3, 0, 0), dtype=torch.long), labels=none,
+                   speaker_positions=flat, xvectors=None, speaker_mels=[], sub_batch=flat, sub_positions=flat,
+                   sub_frames=flat, extra=dict(extra))
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.keys
+
     @property
     def real_positions(self) -> int:
         return int(self.attention_mask.sum())

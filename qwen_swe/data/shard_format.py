@@ -1,0 +1,124 @@
+"""The on-disk format of qwen-swe shards: what the builder writes and the reader, inspect and verify read.
+
+A dataset folder holds
+- ``index.json``: format version, code-group count, x-vector size, every split's shards (path, sample count, frames,
+  seconds, bytes, sha256 of the tar and of its entry list), the build config, codec/model fingerprints, versions;
+- ``<split>/<split>-NNNNNN.tar``: WebDataset tar shards (members ``<key>.<field>``, grouped by key), readable by any
+  WebDataset pipeline;
+- ``<split>/<split>-NNNNNN.entries.json``: one entry per sample in tar order: key, frames, reference frames, and the
+  byte offset and size of each member inside the tar, so the reader can plan batches from lengths alone and read a
+  sample without scanning (let alone decoding) the ones before it.
+
+Members of one sample (no pickles anywhere; arrays are .npy read with allow_pickle=False):
+- ``<key>.json``: text, speaker, language, seconds, frames, original_rate, band_limited, source, extra, reference
+- ``<key>.codes.npy``: int16 [frames, 16] codec codes
+- ``<key>.xvector.npy``: float32 [hidden] speaker-encoder output
+- ``<key>.ref_codes.npy``: int16 [ref_frames, 16] codes of the same-speaker ICL reference (when there is one)
+
+Keys contain no dots (WebDataset splits member names at the first dot).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+FORMAT = "qwen-swe-shards/1"
+INDEX_NAME = "index.json"
+NUM_CODE_GROUPS = 16
+CODEBOOK_SIZE = 2048
+FRAME_RATE = 12.5
+FIELDS = ("json", "codes.npy", "xvector.npy", "ref_codes.npy")
+REQUIRED_FIELDS = ("json", "codes.npy", "xvector.npy")
+
+
+@dataclass
+class ShardSample:
+    """One decoded sample, as the reader hands it to the layout."""
+
+    key: str
+    meta: dict[str, Any]
+    codes: np.ndarray  # int16 [T, 16]
+    xvector: np.ndarray  # float32 [D]
+    ref_codes: Optional[np.ndarray]  # int16 [R, 16] or None
+
+    @property
+    def text(self) -> str:
+        return self.meta["text"]
+
+
+def check_key(key: str) -> str:
+    if not key or "." in key or "/" in key:
+        raise ValueError(f"invalid sample key {key!r}: keys must be non-empty and contain no '.' or '/'")
+    return key
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def read_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def encode_sample(key: str, meta: dict[str, Any], codes: np.ndarray, xvector: np.ndarray,
+                  ref_codes: Optional[np.ndarray] = None) -> dict[str, bytes]:
+    """Member name suffix -> bytes, for one sample (the builder passes this to webdataset's TarWriter)."""
+    check_key(key)
+    members = {
+        "json": json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8"),
+        "codes.npy": npy_bytes(np.asarray(codes, dtype=np.int16)),
+        "xvector.npy": npy_bytes(np.asarray(xvector, dtype=np.float32)),
+    }
+    if ref_codes is not None:
+        members["ref_codes.npy"] = npy_bytes(np.asarray(ref_codes, dtype=np.int16))
+    return members
+
+
+def decode_sample(key: str, members: dict[str, bytes], xvector_dim: Optional[int] = None) -> ShardSample:
+    """Decode and validate one sample; raise ValueError naming the key and the field."""
+    for name in REQUIRED_FIELDS:
+        if name not in members:
+            raise ValueError(f"sample {key!r}: field {name!r} is missing")
+    try:
+        meta = json.loads(members["json"].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"sample {key!r}: field 'json' is not UTF-8 JSON ({error})") from error
+    text = meta.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"sample {key!r}: field 'text' is empty")
+    codes = _read_codes(key, members["codes.npy"], "codes.npy")
+    try:
+        xvector = read_npy(members["xvector.npy"])
+    except Exception as error:  # numpy raises several types for corrupt files
+        raise ValueError(f"sample {key!r}: field 'xvector.npy' cannot be read ({error})") from error
+    if xvector.ndim != 1 or (xvector_dim is not None and xvector.shape[0] != xvector_dim):
+        raise ValueError(f"sample {key!r}: field 'xvector.npy' has shape {list(xvector.shape)}, "
+                         f"expected [{xvector_dim}]")
+    if not np.isfinite(xvector).all():
+        raise ValueError(f"sample {key!r}: field 'xvector.npy' contains NaN or inf")
+    ref_codes = None
+    if "ref_codes.npy" in members:
+        ref_codes = _read_codes(key, members["ref_codes.npy"], "ref_codes.npy")
+    return ShardSample(key=key, meta=meta, codes=codes, xvector=xvector.astype(np.float32), ref_codes=ref_codes)
+
+
+def _read_codes(key: str, data: bytes, field: str) -> np.ndarray:
+    try:
+        codes = read_npy(data)
+    except Exception as error:  # numpy raises several types for corrupt files
+        raise ValueError(f"sample {key!r}: field {field!r} cannot be read ({error})") from error
+    if codes.ndim != 2 or codes.shape[1] != NUM_CODE_GROUPS or codes.shape[0] < 1:
+        raise ValueError(f"sample {key!r}: field {field!r} has shape {list(codes.shape)}, "
+                         f"expected [frames, {NUM_CODE_GROUPS}]")
+    if codes.dtype.kind not in "iu":
+        raise ValueError(f"sample {key!r}: field {field!r} has dtype {codes.dtype}, expected integers")
+    if codes.min() < 0 or codes.max() >= CODEBOOK_SIZE:
+        raise ValueError(f"sample {key!r}: field {field!r} has codes outside 0..{CODEBOOK_SIZE - 1}")
+    return codes

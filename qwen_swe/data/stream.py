@@ -1,0 +1,331 @@
+"""The streaming reader: shards -> frame-budget batches -> laid-out, collated batches, with exact resume.
+
+Everything about an epoch is planned from the shard index alone (sample lengths live in the `.entries.json` files),
+so the plan is a pure function of (index, seed, epoch, frame budget, pool size):
+
+1. shards in an epoch-seeded order; inside each shard, samples in an epoch-and-shard-seeded order;
+2. those samples cut into pools (default 256); each pool sorted by length and cut greedily into batches whose padded
+   size (longest sample x count) stays within the frame budget: similar lengths together, little padding, while the
+   pools still change from epoch to epoch;
+3. all batches of the epoch shuffled (seeded), then dealt round-robin to the ranks: global batch i goes to rank
+   i % world. A last round with fewer batches than ranks is merged and re-split so every rank takes the same number
+   of steps and every sample is still seen exactly once;
+4. on each rank, the DataLoader workers take every num_workers-th remaining batch; PyTorch's in-order round-robin
+   over workers hands them back in plan order.
+
+The data position is therefore (epoch, batches consumed on this rank). Resuming builds the same plan and starts at
+that batch: nothing before it is read, let alone decoded. A changed world size, shard set, seed or batching knob is
+refused unless re-sharding is asked for; the semantics then are written in `StreamPosition.resume_start`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from ..layout import Batch, Sample, SequenceLayout
+from .shard_format import FORMAT, INDEX_NAME, decode_sample
+
+log = logging.getLogger(__name__)
+
+BAD_SAMPLE_POLICIES = ("skip", "fail")
+
+
+@dataclass(frozen=True)
+class SampleRef:
+    shard: int  # index into the split's shard list
+    entry: int  # index into that shard's entries
+    cost: int  # frames the sample occupies in a batch (target frames, plus reference frames when ICL is trained)
+
+
+@dataclass
+class ShardInfo:
+    path: Path
+    entries: list[dict[str, Any]]
+
+
+def _rng(*parts: Any) -> random.Random:
+    """A generator seeded by a stable hash of its parts (Python's hash() is salted per process)."""
+    digest = hashlib.sha256(json.dumps(parts).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "little"))
+
+
+class ShardIndex:
+    """One split of a shard folder: shard paths and their entry lists, validated up front."""
+
+    def __init__(self, dataset_dir: str | Path, split: str):
+        self.dataset_dir = Path(dataset_dir)
+        index_path = self.dataset_dir / INDEX_NAME
+        if not index_path.exists():
+            raise ValueError(f"{index_path}: no shard index here; build shards with `qwen-swe shards build`")
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+        if index.get("format") != FORMAT:
+            raise ValueError(f"{index_path}: format {index.get('format')!r}, this reader reads {FORMAT!r}")
+        splits = index.get("splits", {})
+        shards = splits.get(split, [])
+        if not shards or sum(int(s["samples"]) for s in shards) == 0:
+            raise ValueError(
+                f"{index_path}: split {split!r} has no samples (splits: "
+                + ", ".join(f"{k}={sum(int(s['samples']) for s in v)}" for k, v in splits.items())
+                + "); for an eval split rebuild with held-out speakers (--eval-speakers)"
+            )
+        self.split = split
+        self.xvector_dim = index.get("xvector_dim")
+        self.shards: list[ShardInfo] = []
+        for shard in shards:
+            entries_path = self.dataset_dir / shard["entries"]
+            if not entries_path.exists():
+                raise ValueError(f"{entries_path}: entry list of shard {shard['path']} is missing; rebuild the shards")
+            entries = json.loads(entries_path.read_text(encoding="utf-8"))
+            self.shards.append(ShardInfo(path=self.dataset_dir / shard["path"], entries=entries))
+        # What a resumed run must agree on: the shard set and its contents.
+        self.fingerprint = hashlib.sha256(
+            json.dumps([[s["path"], s["sha256"], s["samples"]] for s in shards]).encode()
+        ).hexdigest()[:16]
+
+    @property
+    def num_samples(self) -> int:
+        return sum(len(s.entries) for s in self.shards)
+
+
+def plan_epoch(index: ShardIndex, seed: int, epoch: int, frame_budget: int, pool_size: int = 256,
+               with_reference: bool = True, max_samples: int = 0) -> list[list[SampleRef]]:
+    """All batches of one epoch, in global order, before they are dealt to ranks."""
+    order = list(range(len(index.shards)))
+    _rng(seed, epoch, "shards").shuffle(order)
+    batches: list[list[SampleRef]] = []
+    for shard_id in order:
+        entries = index.shards[shard_id].entries
+        refs = [
+            SampleRef(shard_id, i, int(e["frames"]) + (int(e.get("ref_frames") or 0) if with_reference else 0))
+            for i, e in enumerate(entries)
+        ]
+        _rng(seed, epoch, "samples", shard_id).shuffle(refs)
+        for start in range(0, len(refs), pool_size):
+            batches.extend(_cut_by_budget(refs[start:start + pool_size], frame_budget, max_samples))
+    _rng(seed, epoch, "batches").shuffle(batches)
+    return batches
+
+
+def _cut_by_budget(pool: list[SampleRef], frame_budget: int, max_samples: int) -> list[list[SampleRef]]:
+    """Sort by length and cut so that (longest x count) stays within the budget; a too-long sample goes alone."""
+    batches: list[list[SampleRef]] = []
+    current: list[SampleRef] = []
+    for ref in sorted(pool, key=lambda r: r.cost):  # stable: equal lengths keep their shuffled order
+        full = max_samples and len(current) >= max_samples
+        if current and (full or ref.cost * (len(current) + 1) > frame_budget):
+            batches.append(current)
+            current = []
+        current.append(ref)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def deal_to_rank(batches: list[list[SampleRef]], rank: int, world: int) -> list[list[SampleRef]]:
+    """Rank `rank`'s batches: every world-th one; a short last round is merged and split across all ranks."""
+    full = len(batches) - len(batches) % world
+    mine = batches[rank:full:world]
+    leftover = [ref for batch in batches[full:] for ref in batch]
+    if leftover:
+        if len(leftover) < world:
+            raise ValueError(
+                f"the last round of the epoch has {len(leftover)} samples for {world} processes; "
+                "use more data, fewer processes or a smaller frame budget"
+            )
+        leftover.sort(key=lambda r: r.cost)
+        mine.append(leftover[rank::world])
+    return mine
+
+
+@dataclass
+class StreamPosition:
+    """Where one rank's reader stands, plus everything the plan depends on."""
+
+    epoch: int = 0
+    batches_done: int = 0  # batches of this epoch consumed by the trainer on this rank
+    seed: int = 0
+    world_size: int = 1
+    rank: int = 0
+    index_fingerprint: str = ""
+    frame_budget: int = 0
+    pool_size: int = 256
+    with_reference: bool = True
+    max_samples: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> "StreamPosition":
+        return cls(**state)
+
+    def differences(self, current: "StreamPosition") -> list[str]:
+        names = ("seed", "world_size", "rank", "index_fingerprint", "frame_budget", "pool_size", "with_reference",
+                 "max_samples")
+        return [f"{n}: saved {getattr(self, n)!r}, now {getattr(current, n)!r}" for n in names
+                if getattr(self, n) != getattr(current, n)]
+
+    def resume_start(self, current: "StreamPosition", allow_reshard: bool = False) -> tuple[int, int]:
+        """(epoch, first batch) for `current`'s configuration continuing from this saved position.
+
+        Same configuration: exactly where it stopped. With allow_reshard:
+        - another world size (same shards, seed and batching): the epoch's global batch order is unchanged; the
+          saved ranks had consumed batches_done x old_world of it; the new ranks start at the next multiple of the
+          new world size, so at most new_world - 1 batches of this epoch are skipped and none repeats;
+        - another shard set or batching knob: the plan of the epoch changes, so the current epoch restarts from its
+          first batch on the new plan (samples seen earlier in this epoch may repeat); later epochs are as usual.
+        """
+        differences = self.differences(current)
+        if not differences:
+            return self.epoch, self.batches_done
+        if not allow_reshard:
+            raise ValueError(
+                "the data position was saved under another configuration:\n  " + "\n  ".join(differences)
+                + "\nresume with the same world size and shards, or allow an explicit re-shard "
+                "(see StreamPosition.resume_start for what is skipped or repeated)"
+            )
+        plan_knobs = ("seed", "index_fingerprint", "frame_budget", "pool_size", "with_reference", "max_samples")
+        if any(getattr(self, n) != getattr(current, n) for n in plan_knobs):
+            return self.epoch, 0
+        consumed = self.batches_done * self.world_size
+        return self.epoch, -(-consumed // current.world_size)
+
+
+@dataclass
+class StreamConfig:
+    frame_budget: int = 2048
+    pool_size: int = 256
+    max_samples: int = 0  # 0: no cap besides the frame budget
+    seed: int = 0
+    layouts: dict[str, float] = field(default_factory=lambda: {"streaming": 1.0})
+    language: str = "swedish"  # used when a sample names none
+    on_bad_sample: str = "skip"
+
+    @property
+    def with_reference(self) -> bool:
+        return any(name.startswith("icl") for name, weight in self.layouts.items() if weight > 0)
+
+
+class ShardStream(IterableDataset):
+    """One rank's batches for one epoch from `start` on, laid out and collated (use with batch_size=None)."""
+
+    def __init__(self, index: ShardIndex, layout: SequenceLayout, config: StreamConfig, epoch: int = 0,
+                 start: int = 0, rank: int = 0, world_size: int = 1):
+        super().__init__()
+        if config.on_bad_sample not in BAD_SAMPLE_POLICIES:
+            raise ValueError(f"on_bad_sample must be one of {BAD_SAMPLE_POLICIES}, got {config.on_bad_sample!r}")
+        self.index, self.layout, self.config = index, layout, config
+        self.epoch, self.start, self.rank, self.world_size = epoch, start, rank, world_size
+        batches = plan_epoch(index, config.seed, epoch, config.frame_budget, config.pool_size,
+                             config.with_reference, config.max_samples)
+        self.plan = deal_to_rank(batches, rank, world_size)
+
+    def __len__(self) -> int:
+        return max(0, len(self.plan) - self.start)
+
+    def position(self, batches_done: int) -> StreamPosition:
+        return StreamPosition(
+            epoch=self.epoch, batches_done=batches_done, seed=self.config.seed, world_size=self.world_size,
+            rank=self.rank, index_fingerprint=self.index.fingerprint, frame_budget=self.config.frame_budget,
+            pool_size=self.config.pool_size, with_reference=self.config.with_reference,
+            max_samples=self.config.max_samples,
+        )
+
+    def __iter__(self) -> Iterator[Batch]:
+        worker = torch.utils.data.get_worker_info()
+        worker_id, workers = (worker.id, worker.num_workers) if worker else (0, 1)
+        reader = _MemberReader()
+        try:
+            for number in range(self.start + worker_id, len(self.plan), workers):
+                yield self._batch(number, reader)
+        finally:
+            reader.close()
+
+    def _layout_for(self, number: int) -> str:
+        names = sorted(self.config.layouts)
+        weights = [self.config.layouts[n] for n in names]
+        return _rng(self.config.seed, self.epoch, self.rank, number, "layout").choices(names, weights)[0]
+
+    def _batch(self, number: int, reader: "_MemberReader") -> Batch:
+        name = self._layout_for(number)
+        laid, bad = [], []
+        for ref in self.plan[number]:
+            shard = self.index.shards[ref.shard]
+            entry = shard.entries[ref.entry]
+            try:
+                sample = self._sample(shard, entry, reader)
+                chosen = name if sample.ref_codes is not None or not name.startswith("icl") else "streaming"
+                laid.append(self.layout.build(sample, chosen))
+            except (ValueError, OSError) as error:
+                if self.config.on_bad_sample == "fail":
+                    raise ValueError(f"bad sample in {shard.path.name}: {error}") from error
+                log.warning("skipping bad sample %s in %s: %s", entry.get("key"), shard.path, error)
+                bad.append({"shard": str(shard.path), "key": entry.get("key"), "error": str(error)})
+        info = {"epoch": self.epoch, "batch": number, "layout": name, "bad_samples": bad}
+        if not laid:
+            return Batch.empty(info)
+        batch = self.layout.collate(laid)
+        batch.extra.update(info)
+        return batch
+
+    def _sample(self, shard: ShardInfo, entry: dict[str, Any], reader: "_MemberReader") -> Sample:
+        key = entry["key"]
+        members = {name: reader.read(shard.path, offset, size) for name, (offset, size) in entry["members"].items()}
+        decoded = decode_sample(key, members, self.index.xvector_dim)
+        meta = decoded.meta
+        reference = meta.get("reference") or {}
+        return Sample(
+            key=key,
+            text=decoded.text,
+            codes=torch.from_numpy(decoded.codes.astype(np.int64)),
+            language=meta.get("language") or self.config.language,
+            xvector=torch.from_numpy(decoded.xvector),
+            ref_text=reference.get("text") if decoded.ref_codes is not None else None,
+            ref_codes=torch.from_numpy(decoded.ref_codes.astype(np.int64)) if decoded.ref_codes is not None else None,
+        )
+
+
+class _MemberReader:
+    """Reads tar members by offset, keeping a few shard files open."""
+
+    def __init__(self, keep_open: int = 4):
+        self.keep_open = keep_open
+        self.files: dict[Path, Any] = {}
+
+    def read(self, path: Path, offset: int, size: int) -> bytes:
+        handle = self.files.get(path)
+        if handle is None:
+            if len(self.files) >= self.keep_open:
+                oldest = next(iter(self.files))
+                self.files.pop(oldest).close()
+            handle = self.files[path] = open(path, "rb")  # FileNotFoundError names the missing shard
+        handle.seek(offset)
+        data = handle.read(size)
+        if len(data) != size:
+            raise ValueError(f"{path}: truncated (wanted {size} bytes at offset {offset}, got {len(data)})")
+        return data
+
+    def close(self) -> None:
+        for handle in self.files.values():
+            handle.close()
+        self.files.clear()
+
+
+def make_loader(stream: ShardStream, num_workers: int = 2, prefetch_factor: int = 4) -> DataLoader:
+    """A DataLoader over a ShardStream: batches are already collated; order is the plan order."""
+    extra = {"prefetch_factor": prefetch_factor, "persistent_workers": False} if num_workers > 0 else {}
+    return DataLoader(stream, batch_size=None, num_workers=num_workers, in_order=True, **extra)
+
+
+def sample_keys(batches: Sequence[Batch]) -> list[str]:
+    return [key for batch in batches for key in batch.keys]
