@@ -201,6 +201,16 @@ class StreamPosition:
         return self.epoch, -(-consumed // current.world_size)
 
 
+def stream_position(index: ShardIndex, config: "StreamConfig", epoch: int, batches_done: int, rank: int,
+                    world_size: int) -> StreamPosition:
+    """The position a reader with this configuration would report (no plan is built)."""
+    return StreamPosition(
+        epoch=epoch, batches_done=batches_done, seed=config.seed, world_size=world_size, rank=rank,
+        index_fingerprint=index.fingerprint, frame_budget=config.frame_budget, pool_size=config.pool_size,
+        with_reference=config.with_reference, max_samples=config.max_samples,
+    )
+
+
 @dataclass
 class StreamConfig:
     frame_budget: int = 2048
@@ -234,12 +244,7 @@ class ShardStream(IterableDataset):
         return max(0, len(self.plan) - self.start)
 
     def position(self, batches_done: int) -> StreamPosition:
-        return StreamPosition(
-            epoch=self.epoch, batches_done=batches_done, seed=self.config.seed, world_size=self.world_size,
-            rank=self.rank, index_fingerprint=self.index.fingerprint, frame_budget=self.config.frame_budget,
-            pool_size=self.config.pool_size, with_reference=self.config.with_reference,
-            max_samples=self.config.max_samples,
-        )
+        return stream_position(self.index, self.config, self.epoch, batches_done, self.rank, self.world_size)
 
     def __iter__(self) -> Iterator[Batch]:
         worker = torch.utils.data.get_worker_info()
@@ -279,20 +284,39 @@ class ShardStream(IterableDataset):
         return batch
 
     def _sample(self, shard: ShardInfo, entry: dict[str, Any], reader: "_MemberReader") -> Sample:
-        key = entry["key"]
-        members = {name: reader.read(shard.path, offset, size) for name, (offset, size) in entry["members"].items()}
-        decoded = decode_sample(key, members, self.index.xvector_dim)
-        meta = decoded.meta
-        reference = meta.get("reference") or {}
-        return Sample(
-            key=key,
-            text=decoded.text,
-            codes=torch.from_numpy(decoded.codes.astype(np.int64)),
-            language=meta.get("language") or self.config.language,
-            xvector=torch.from_numpy(decoded.xvector),
-            ref_text=reference.get("text") if decoded.ref_codes is not None else None,
-            ref_codes=torch.from_numpy(decoded.ref_codes.astype(np.int64)) if decoded.ref_codes is not None else None,
-        )
+        return load_sample(shard, entry, reader, self.index.xvector_dim, self.config.language)
+
+
+def load_sample(shard: ShardInfo, entry: dict[str, Any], reader: "_MemberReader", xvector_dim: Optional[int],
+                language: str) -> Sample:
+    """Read one sample's members by offset, decode and validate them, and make a layout Sample."""
+    key = entry["key"]
+    members = {name: reader.read(shard.path, offset, size) for name, (offset, size) in entry["members"].items()}
+    decoded = decode_sample(key, members, xvector_dim)
+    meta = decoded.meta
+    reference = meta.get("reference") or {}
+    return Sample(
+        key=key,
+        text=decoded.text,
+        codes=torch.from_numpy(decoded.codes.astype(np.int64)),
+        language=meta.get("language") or language,
+        xvector=torch.from_numpy(decoded.xvector),
+        ref_text=reference.get("text") if decoded.ref_codes is not None else None,
+        ref_codes=torch.from_numpy(decoded.ref_codes.astype(np.int64)) if decoded.ref_codes is not None else None,
+    )
+
+
+def load_samples_by_key(index: ShardIndex, keys: Sequence[str], language: str = "swedish") -> list[Sample]:
+    """Samples named by key (for replaying a batch), in the order given; unknown keys are an error."""
+    where = {e["key"]: (shard, e) for shard in index.shards for e in shard.entries}
+    missing = [k for k in keys if k not in where]
+    if missing:
+        raise ValueError(f"keys not found in split {index.split!r}: {missing[:5]}")
+    reader = _MemberReader()
+    try:
+        return [load_sample(*where[k], reader, index.xvector_dim, language) for k in keys]
+    finally:
+        reader.close()
 
 
 class _MemberReader:
@@ -321,9 +345,18 @@ class _MemberReader:
         self.files.clear()
 
 
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Loader workers leave SIGINT/SIGTERM to the training process, which finishes its step and checkpoints."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(stream: ShardStream, num_workers: int = 2, prefetch_factor: int = 4) -> DataLoader:
     """A DataLoader over a ShardStream: batches are already collated; order is the plan order."""
-    extra = {"prefetch_factor": prefetch_factor, "persistent_workers": False} if num_workers > 0 else {}
+    extra = {"prefetch_factor": prefetch_factor, "persistent_workers": False,
+             "worker_init_fn": _ignore_stop_signals} if num_workers > 0 else {}
     return DataLoader(stream, batch_size=None, num_workers=num_workers, in_order=True, **extra)
 
 

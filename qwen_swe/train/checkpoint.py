@@ -1,0 +1,148 @@
+"""Durable, atomic checkpoints: complete or ignored, `latest` moves only after a complete save.
+
+Layout of a run directory:
+    checkpoints/step-00000500/        accelerate save_state (DeepSpeed: sharded ZeRO files) + our files
+        trainer_state.json            step, epoch, best eval, metrics.jsonl offset (written by the main process)
+        data_position_rank{R}.json    each rank's reader position
+        COMPLETE                      written last; a directory without it is ignored and cleaned up
+    checkpoints/latest                text file naming the newest complete checkpoint (replaced atomically)
+    checkpoints/best.json             the best checkpoint by eval loss (kept by retention)
+
+Saving: every rank writes into `checkpoints/.tmp-step-N`, a barrier, then the main process marks it complete,
+renames it into place, updates `latest` and applies retention. A crash at any point leaves the previous checkpoint
+loadable, and never deletes the newest complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+COMPLETE = "COMPLETE"
+STATE_FILE = "trainer_state.json"
+
+
+def checkpoints_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def step_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def is_complete(path: Path) -> bool:
+    return (path / COMPLETE).is_file() and (path / STATE_FILE).is_file()
+
+
+def complete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = checkpoints_dir(run_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("step-*") if p.is_dir() and is_complete(p))
+
+
+def find_latest(run_dir: str | Path) -> Optional[Path]:
+    """The newest complete checkpoint (the `latest` pointer if it is valid, else a scan)."""
+    root = checkpoints_dir(run_dir)
+    pointer = root / "latest"
+    if pointer.is_file():
+        named = root / pointer.read_text(encoding="utf-8").strip()
+        if is_complete(named):
+            newer = [p for p in complete_checkpoints(run_dir) if p.name > named.name]
+            return newer[-1] if newer else named
+    found = complete_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def resolve_resume(run_dir: str | Path, resume: Optional[str]) -> Optional[Path]:
+    """`--resume auto` -> newest complete checkpoint or None; a path must be a complete checkpoint."""
+    if not resume:
+        return None
+    if resume == "auto":
+        return find_latest(run_dir)
+    path = Path(resume)
+    if path.is_dir() and not (path / STATE_FILE).exists() and (path / "checkpoints").is_dir():
+        path = find_latest(path) or path  # a run directory was given
+    if not path.is_dir() or not is_complete(path):
+        raise ValueError(f"{path}: not a complete checkpoint (no {COMPLETE} marker); "
+                         "use --resume auto to take the newest complete one")
+    return path
+
+
+def save_checkpoint(accelerator: Any, run_dir: str | Path, step: int, trainer_state: dict,
+                    rank_files: dict[str, Any], keep_last: int, before_commit: Optional[Callable[[], None]] = None
+                    ) -> Path:
+    """Save on all ranks; returns the final checkpoint path (on every rank)."""
+    root = checkpoints_dir(run_dir)
+    final = root / step_name(step)
+    tmp = root / f".tmp-{step_name(step)}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    for name, payload in rank_files.items():
+        write_json_atomic(tmp / name, payload)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json_atomic(tmp / STATE_FILE, trainer_state)
+        if before_commit is not None:
+            before_commit()  # tests use this to die half way
+        (tmp / COMPLETE).write_text(f"{step}\n", encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        pointer_tmp = root / ".latest.tmp"
+        pointer_tmp.write_text(final.name + "\n", encoding="utf-8")
+        os.replace(pointer_tmp, root / "latest")
+        apply_retention(run_dir, keep_last)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def record_best(run_dir: str | Path, checkpoint: Path, eval_loss: float) -> None:
+    write_json_atomic(checkpoints_dir(run_dir) / "best.json", {"checkpoint": checkpoint.name, "eval_loss": eval_loss})
+
+
+def best_checkpoint(run_dir: str | Path) -> Optional[str]:
+    path = checkpoints_dir(run_dir) / "best.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("checkpoint")
+
+
+def apply_retention(run_dir: str | Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest `keep_last` complete checkpoints and the best one; clean stale temporaries."""
+    root = checkpoints_dir(run_dir)
+    complete = complete_checkpoints(run_dir)
+    keep = {p.name for p in complete[-max(1, keep_last):]}
+    best = best_checkpoint(run_dir)
+    if best:
+        keep.add(best)
+    removed = []
+    for path in complete:
+        if path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    for stale in root.glob(".tmp-step-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for path in root.glob("step-*"):  # directories left by a crash between rename steps
+        if path.is_dir() and not is_complete(path) and path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,177 @@
+"""The trainer under real `accelerate launch` runs (2 CPU processes): exact resume after SIGTERM and kill -9 on DDP,
+ZeRO-2 and ZeRO-3, refusal of changed math, the non-finite guard and its diagnosis."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from .shard_fixtures import synthetic_shards
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return synthetic_shards(tmp_path_factory.mktemp("train-shards"), shards=4, per_shard=24, eval_samples=6)
+
+
+def command(accelerate_config: str, model: Path, shards: Path, run_dir: Path, *extra: str) -> list[str]:
+    launcher = Path(sys.executable).parent / "accelerate"
+    return [str(launcher), "launch", "--config_file", str(ROOT / "accelerate_configs" / accelerate_config),
+            "-m", "qwen_swe", "train", "--preset", "smoke",
+            f"model.path={model}", f"data.shards={shards}", f"run.output_dir={run_dir}",
+            f"run.max_steps={STEPS}", f"schedule.total_steps={STEPS}", "run.checkpoint_every=3", "run.eval_every=4",
+            "run.eval_batches=2", "data.num_workers=1", "data.frame_budget=200", *extra]
+
+
+def environment(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra}
+
+
+def launch(args: list[str], timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+    run = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=environment(**env))
+    return run
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return {record["step"]: record["loss"] for record in map(json.loads, lines)}
+
+
+def wait_for(predicate, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if process.poll() is not None:
+            raise AssertionError(f"run ended early with {process.returncode}: {process.stdout.read()[-3000:]}")
+        if time.time() > deadline:
+            raise AssertionError("timed out waiting for the run")
+        time.sleep(0.2)
+
+
+def metrics_lines(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_06b, shards, tmp_path_factory):
+    """Uninterrupted runs, one per strategy, computed once."""
+    cache = {}
+
+    def get(accelerate_config: str) -> Path:
+        if accelerate_config not in cache:
+            run_dir = tmp_path_factory.mktemp("reference") / accelerate_config.replace(".yaml", "")
+            result = launch(command(accelerate_config, tiny_06b, shards, run_dir))
+            assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+            cache[accelerate_config] = run_dir
+        return cache[accelerate_config]
+
+    return get
+
+
+def assert_same_losses(resumed: Path, reference: Path) -> None:
+    ours, theirs = losses(resumed), losses(reference)
+    assert sorted(ours) == list(range(1, STEPS + 1)), sorted(ours)
+    for step in range(1, STEPS + 1):
+        assert ours[step] == pytest.approx(theirs[step], rel=1e-6, abs=1e-7), (step, ours[step], theirs[step])
+
+
+def test_ddp_sigterm_then_resume_continues_exactly(reference, tiny_06b, shards, tmp_path):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(command("cpu_ddp.yaml", tiny_06b, shards, run_dir), cwd=ROOT, env=environment(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: metrics_lines(run_dir) >= 4, process)
+    for worker in psutil.Process(process.pid).children(recursive=False):
+        worker.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=300)
+    assert "stopped by signal" in output and "--resume auto" in output, output[-3000:]
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["health"] == "interrupted"
+    stopped_at = status["step"]
+    assert stopped_at < STEPS
+    assert (run_dir / "checkpoints" / f"step-{stopped_at:08d}" / "COMPLETE").exists()
+
+    resumed = launch(command("cpu_ddp.yaml", tiny_06b, shards, run_dir, "--resume", "auto"))
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-5000:]
+    assert f"resumed from" in resumed.stdout + resumed.stderr
+    assert_same_losses(run_dir, reference("cpu_ddp.yaml"))
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["steps"] == STEPS and report["last_eval"]["loss"] > 0
+
+
+def test_zero2_kill9_then_resume_continues_exactly(reference, tiny_06b, shards, tmp_path):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(command("cpu_zero2.yaml", tiny_06b, shards, run_dir), cwd=ROOT, env=environment(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    wait_for(lambda: metrics_lines(run_dir) >= 5, process)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    resumed = launch(command("cpu_zero2.yaml", tiny_06b, shards, run_dir, "--resume", "auto"))
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-5000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    assert_same_losses(run_dir, reference("cpu_zero2.yaml"))
+
+
+def test_zero3_resume_from_a_middle_checkpoint_continues_exactly(reference, tiny_06b, shards, tmp_path):
+    source = reference("cpu_zero3.yaml")
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    for later in (run_dir / "checkpoints").glob("step-*"):
+        if later.name > "step-00000003":
+            shutil.rmtree(later)
+    (run_dir / "checkpoints" / "latest").write_text("step-00000003\n")
+    resumed = launch(command("cpu_zero3.yaml", tiny_06b, shards, run_dir, "--resume", "auto"))
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-5000:]
+    assert "at step 3" in resumed.stdout + resumed.stderr
+    assert_same_losses(run_dir, source)
+    # ZeRO-3 gathers 16-bit weights on save and keeps the sharded states
+    assert list((run_dir / "checkpoints" / f"step-{STEPS:08d}").rglob("*optim_states.pt"))
+
+
+def test_strategies_agree_and_changed_math_is_refused(reference, tiny_06b, shards, tmp_path):
+    ddp, zero2 = losses(reference("cpu_ddp.yaml")), losses(reference("cpu_zero2.yaml"))
+    for step in range(1, STEPS + 1):
+        assert ddp[step] == pytest.approx(zero2[step], rel=1e-3), step
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference("cpu_ddp.yaml"), run_dir)
+    refused = launch(command("cpu_ddp.yaml", tiny_06b, shards, run_dir, "--resume", "auto", "optim.lr=0.5"))
+    assert refused.returncode != 0
+    assert "optim.lr" in refused.stdout + refused.stderr and "--allow-changes" in refused.stdout + refused.stderr
+
+
+def test_non_finite_steps_are_skipped_then_stop_the_run_and_diagnose_names_the_module(tiny_06b, shards, tmp_path):
+    from qwen_swe.data.stream import ShardIndex
+
+    everything = [e["key"] for shard in ShardIndex(shards, "train").shards for e in shard.entries]
+    injection = f"module=model.talker.model.layers.1.mlp;keys={','.join(everything)}"
+    run_dir = tmp_path / "run"
+    single = [sys.executable, "-m", "qwen_swe", "train", "--preset", "smoke", f"model.path={tiny_06b}",
+              f"data.shards={shards}", f"run.output_dir={run_dir}", "run.max_steps=6", "schedule.total_steps=6",
+              "run.checkpoint_every=2", "run.eval_every=0", "data.num_workers=0", "data.frame_budget=200",
+              "run.non_finite_patience=3"]
+    result = launch(single, QWEN_SWE_INJECT_NONFINITE=injection)
+    output = result.stdout + result.stderr
+    assert result.returncode == 3, output[-4000:]
+    assert "non-finite" in output and "diagnose-non-finite" in output
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["finite"] for r in records] == [False, False, False]
+    bundle = next((run_dir / "diagnostics").glob("non_finite_step*"))
+    assert json.loads((bundle / "rank0.json").read_text())["keys"]
+
+    diagnosis = launch([sys.executable, "-m", "qwen_swe", "diagnose-non-finite", "--run", str(run_dir), "--json"],
+                       QWEN_SWE_INJECT_NONFINITE=injection)
+    assert diagnosis.returncode == 0, diagnosis.stderr[-3000:]
+    report = json.loads(diagnosis.stdout)
+    assert report["culprit"]["module"] == "model.talker.model.layers.1.mlp"
+    assert report["culprit"]["output"]["inf"] > 0
