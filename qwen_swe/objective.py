@@ -90,7 +90,8 @@ class TalkerObjective(nn.Module):
         special = batch.codec_ids >= 0
         if special.any():
             rows = special.nonzero(as_tuple=True)
-            codec = codec.index_put(rows, talker.get_input_embeddings()(batch.codec_ids[rows]))
+            # under bf16 autocast the text channel comes out of a Linear in bf16 while embeddings stay fp32
+            codec = codec.index_put(rows, talker.get_input_embeddings()(batch.codec_ids[rows]).to(codec.dtype))
         framed = batch.frame_ids >= 0
         if framed.any():
             rows = framed.nonzero(as_tuple=True)

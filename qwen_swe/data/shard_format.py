@@ -122,3 +122,50 @@ def _read_codes(key: str, data: bytes, field: str) -> np.ndarray:
     if codes.min() < 0 or codes.max() >= CODEBOOK_SIZE:
         raise ValueError(f"sample {key!r}: field {field!r} has codes outside 0..{CODEBOOK_SIZE - 1}")
     return codes
+
+
+# ------------------------------------------------------------------ helpers shared by the builder and verify
+
+ENTRIES_SUFFIX = ".entries.json"
+SPLITS = ("train", "eval")
+
+
+def shard_stem(split: str, number: int) -> str:
+    """`<split>/<split>-NNNNNN`: the tar is this plus `.tar`, its entry list this plus ENTRIES_SUFFIX."""
+    return f"{split}/{split}-{number:06d}"
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """`<key>.<field>` -> (key, field), split at the first dot as WebDataset does."""
+    key, dot, field = name.partition(".")
+    if not dot or not key:
+        raise ValueError(f"tar member {name!r} is not named <key>.<field>")
+    return key, field
+
+
+def scan_tar_entries(path: Any) -> list[dict[str, Any]]:
+    """Entries (key and [offset, size] of each member) in tar order, read from the tar headers.
+
+    The sizes and offsets come from the finished file itself, so they are right by construction. Raises ValueError
+    naming the file when it is not a readable tar or a member's data runs past the end of the file.
+    """
+    import os
+    import tarfile
+
+    size = os.path.getsize(path)
+    entries: dict[str, dict[str, Any]] = {}
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                if not member.isfile():
+                    raise ValueError(f"{path}: member {member.name!r} is not a regular file")
+                if member.offset_data + member.size > size:
+                    raise ValueError(f"{path}: member {member.name!r} runs past the end of the file (truncated)")
+                key, field = split_member_name(member.name)
+                entry = entries.setdefault(key, {"key": key, "members": {}})
+                if field in entry["members"]:
+                    raise ValueError(f"{path}: member {member.name!r} appears twice")
+                entry["members"][field] = [member.offset_data, member.size]
+    except tarfile.TarError as error:
+        raise ValueError(f"{path}: not a readable tar ({error})") from error
+    return list(entries.values())

@@ -4,7 +4,8 @@ Everything about an epoch is planned from the shard index alone (sample lengths 
 so the plan is a pure function of (index, seed, epoch, frame budget, pool size):
 
 1. shards in an epoch-seeded order; inside each shard, samples in an epoch-and-shard-seeded order;
-2. those samples cut into pools (default 256); each pool sorted by length and cut greedily into batches whose padded
+2. those samples cut into pools (default 2048, so a shard of up to 2048 samples is one pool); each pool sorted by
+   length (with a little per-epoch jitter) and cut greedily into batches whose padded
    size (longest sample x count) stays within the frame budget: similar lengths together, little padding, while the
    pools still change from epoch to epoch;
 3. all batches of the epoch shuffled (seeded), then dealt round-robin to the ranks: global batch i goes to rank
@@ -97,7 +98,7 @@ class ShardIndex:
         return sum(len(s.entries) for s in self.shards)
 
 
-def plan_epoch(index: ShardIndex, seed: int, epoch: int, frame_budget: int, pool_size: int = 256,
+def plan_epoch(index: ShardIndex, seed: int, epoch: int, frame_budget: int, pool_size: int = 2048,
                with_reference: bool = True, max_samples: int = 0) -> list[list[SampleRef]]:
     """All batches of one epoch, in global order, before they are dealt to ranks."""
     order = list(range(len(index.shards)))
@@ -111,21 +112,30 @@ def plan_epoch(index: ShardIndex, seed: int, epoch: int, frame_budget: int, pool
         ]
         _rng(seed, epoch, "samples", shard_id).shuffle(refs)
         for start in range(0, len(refs), pool_size):
-            batches.extend(_cut_by_budget(refs[start:start + pool_size], frame_budget, max_samples))
+            jitter = _rng(seed, epoch, "jitter", shard_id, start)
+            batches.extend(_cut_by_budget(refs[start:start + pool_size], frame_budget, max_samples, jitter))
     _rng(seed, epoch, "batches").shuffle(batches)
     return batches
 
 
-def _cut_by_budget(pool: list[SampleRef], frame_budget: int, max_samples: int) -> list[list[SampleRef]]:
-    """Sort by length and cut so that (longest x count) stays within the budget; a too-long sample goes alone."""
+def _cut_by_budget(pool: list[SampleRef], frame_budget: int, max_samples: int, rng: random.Random,
+                   jitter: float = 0.02) -> list[list[SampleRef]]:
+    """Sort by length and cut so that (longest x count) stays within the budget; a too-long sample goes alone.
+
+    The sort key carries a 2% random jitter so that which samples share a batch changes from epoch to epoch at a
+    small cost in padding (measured by tools/bench_loader.py).
+    """
+    keyed = sorted(pool, key=lambda r: r.cost * (1.0 + jitter * rng.random()))
     batches: list[list[SampleRef]] = []
     current: list[SampleRef] = []
-    for ref in sorted(pool, key=lambda r: r.cost):  # stable: equal lengths keep their shuffled order
+    longest = 0
+    for ref in keyed:
         full = max_samples and len(current) >= max_samples
-        if current and (full or ref.cost * (len(current) + 1) > frame_budget):
+        if current and (full or max(longest, ref.cost) * (len(current) + 1) > frame_budget):
             batches.append(current)
-            current = []
+            current, longest = [], 0
         current.append(ref)
+        longest = max(longest, ref.cost)
     if current:
         batches.append(current)
     return batches
@@ -158,7 +168,7 @@ class StreamPosition:
     rank: int = 0
     index_fingerprint: str = ""
     frame_budget: int = 0
-    pool_size: int = 256
+    pool_size: int = 2048
     with_reference: bool = True
     max_samples: int = 0
 
@@ -214,7 +224,7 @@ def stream_position(index: ShardIndex, config: "StreamConfig", epoch: int, batch
 @dataclass
 class StreamConfig:
     frame_budget: int = 2048
-    pool_size: int = 256
+    pool_size: int = 2048
     max_samples: int = 0  # 0: no cap besides the frame budget
     seed: int = 0
     layouts: dict[str, float] = field(default_factory=lambda: {"streaming": 1.0})

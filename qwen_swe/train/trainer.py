@@ -97,6 +97,8 @@ class Trainer:
         self.accelerator = Accelerator(
             gradient_accumulation_steps=config.optim.accumulation,
             mixed_precision=None if deepspeed else mixed,  # DeepSpeed takes precision from its own config
+            # one scheduler step per optimizer step (by default accelerate steps it once per process under DDP)
+            step_scheduler_with_optimizer=False,
             log_with="tensorboard" if config.run.tensorboard else None,
             project_config=ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.run_dir / "tb")),
         )
@@ -106,6 +108,10 @@ class Trainer:
         set_seed(config.run.seed, device_specific=True)
         self.resume_from = ckpt.resolve_resume(self.run_dir, resume)
         self.allow_changes = set(allow_changes)
+        self.train_index = ShardIndex(config.data.shards, config.data.train_split)
+        self.manifest = self._manifest()
+        # Refuse an incompatible resume before spending minutes loading a model.
+        self.reshard = self._check_resume_compatible() if self.resume_from is not None else False
         self._build()
 
     # ------------------------------------------------------------------------------------------ setup
@@ -126,12 +132,13 @@ class Trainer:
                                     mask_suppressed_logits=config.objective.mask_suppressed_logits)
         self.fault = install_fault_injection(objective, os.environ[FAULT_ENV]) if os.environ.get(FAULT_ENV) else None
         self.activations = ActivationStats(objective)
+        if not self.is_deepspeed:
+            objective.to(accelerator.device)  # so the optimizer sees device parameters (fused AdamW on CUDA)
         optimizer = build_optimizer(param_groups(objective, config), config, self.device_type)
         scheduler = build_scheduler(optimizer, config)
         self.objective, self.optimizer, self.scheduler = accelerator.prepare(objective, optimizer, scheduler)
         self.group_names = [g.get("name", f"group{i}") for i, g in enumerate(self.optimizer.param_groups)]
 
-        self.train_index = ShardIndex(config.data.shards, config.data.train_split)
         self.eval_index = ShardIndex(config.data.shards, config.data.eval_split) if config.run.eval_every > 0 else None
         self.stream_config = StreamConfig(
             frame_budget=config.data.frame_budget, pool_size=config.data.pool_size, max_samples=config.data.max_samples,
@@ -147,7 +154,7 @@ class Trainer:
         self.metrics = MetricsLog(self.run_dir)
         self.status = StatusFile(self.run_dir, self.max_steps, enabled=self.main)
         self.stop_requested = False
-        self.manifest = self._manifest()
+        self.manifest["model_setup"] = self.model_summary
 
     def _manifest(self) -> dict[str, Any]:
         import importlib.metadata as md
@@ -173,12 +180,12 @@ class Trainer:
             "distributed_type": str(self.accelerator.distributed_type),
             "precision_strategy": precision,
             "math": math_fingerprint(self.config),
-            "model_setup": self.model_summary,
         }
 
     # ------------------------------------------------------------------------------------------ resume
-    def _check_resume_compatible(self, saved: dict[str, Any]) -> bool:
+    def _check_resume_compatible(self) -> bool:
         """Refuse changed math, data or world size unless allowed; returns True when the reader may re-shard."""
+        saved = ckpt.read_json(self.run_dir / MANIFEST)
         differences = {}
         for key, value in saved["math"].items():
             if self.manifest["math"].get(key) != value:
@@ -196,8 +203,6 @@ class Trainer:
 
     def _resume(self) -> None:
         path = self.resume_from
-        saved_manifest = ckpt.read_json(self.run_dir / MANIFEST)
-        reshard = self._check_resume_compatible(saved_manifest)
         self.accelerator.load_state(str(path))
         state = ckpt.read_json(path / ckpt.STATE_FILE)
         self.step, self.best_eval = state["step"], state.get("best_eval")
@@ -209,7 +214,7 @@ class Trainer:
             position_file = path / "data_position_rank0.json"
         saved_position = StreamPosition.from_state_dict(ckpt.read_json(position_file))
         current = stream_position(self.train_index, self.stream_config, 0, 0, rank, self.accelerator.num_processes)
-        self.epoch, self.batches_done = saved_position.resume_start(current, allow_reshard=reshard)
+        self.epoch, self.batches_done = saved_position.resume_start(current, allow_reshard=self.reshard)
         if self.main:
             self.metrics.truncate(state.get("metrics_offset", 0))
         self.say(f"resumed from {path} at step {self.step} (epoch {self.epoch}, batch {self.batches_done})")
