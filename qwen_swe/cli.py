@@ -24,7 +24,8 @@ def main() -> None:
       qwen-swe init-tiny runs/tiny          a tiny random-weight model folder for trying things out
       qwen-swe add-language runs/tiny       register "swedish" as a language the model can be conditioned on
       qwen-swe parity --model runs/tiny     prove the training graph equals what inference runs
-      accelerate launch -m qwen_swe overfit --model runs/tiny   a few training steps on the demo corpus
+      qwen-swe shards build data/shards --model runs/tiny --manifest corpus.jsonl
+      accelerate launch -m qwen_swe train --preset smoke model.path=runs/tiny data.shards=data/shards ...
     """
 
 
@@ -111,33 +112,6 @@ def parity(model_dir: str, layout: str, frames: int, as_json: bool) -> None:
                        + ("" if r.ok else "  MISMATCH"))
         click.echo("parity: OK" if ok else f"parity: FAILED (tolerance {TOLERANCE})")
     sys.exit(0 if ok else 1)
-
-
-@main.command()
-@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--corpus", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="JSONL manifest (audio, text, speaker). Default: the embedded Swedish demo corpus.")
-@click.option("--steps", type=int, default=30, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--batch-size", type=int, default=4, show_default=True, help="Samples per process per step.")
-@click.option("--layouts", default="non_streaming,streaming,icl", show_default=True,
-              help="Comma-separated layouts, cycled step by step.")
-@click.option("--seed", type=int, default=0, show_default=True)
-def overfit(model_dir: str, corpus: str | None, steps: int, lr: float, batch_size: int, layouts: str,
-            seed: int) -> None:
-    """Train the objective for a few steps on a small corpus and show the loss falling.
-
-    A sanity check of the whole graph (layout, objective, optimizer, distribution): run it under
-    `accelerate launch` with any accelerate config. Exit code 1 if the loss did not fall.
-    """
-    from .overfit import run_overfit
-
-    names = [name.strip() for name in layouts.split(",") if name.strip()]
-    unknown = [name for name in names if name not in LAYOUT_NAMES]
-    if unknown:
-        raise click.BadParameter(f"unknown layout(s) {unknown}; choose from {', '.join(LAYOUT_NAMES)}")
-    fell = run_overfit(model_dir, corpus=corpus, steps=steps, lr=lr, batch_size=batch_size, layouts=names, seed=seed)
-    sys.exit(0 if fell else 1)
 
 
 @main.command(context_settings={"ignore_unknown_options": False})

@@ -76,9 +76,10 @@ def test_training_learns_the_next_frame_not_the_one_after(setup):
     """Guard against labels shifted twice: after fitting, the one-shift loss is far below the two-shift one."""
     wrapper, layout = setup
     model = fresh_swedish_model(wrapper.source)
+    model.talker.get_text_embeddings().requires_grad_(False)  # 150k rows: slow to update, irrelevant to the shift
     objective = TalkerObjective(model)
     batch = layout.collate([layout.build(s, "streaming") for s in random_samples(model, count=2, seed=3)])
-    optimizer = torch.optim.AdamW(objective.parameters(), lr=3e-3)
+    optimizer = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad], lr=3e-3)
     for _ in range(25):
         loss = objective(batch)["loss"]
         loss.backward()

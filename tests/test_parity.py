@@ -48,7 +48,8 @@ def test_parity_catches_a_missing_text_projection(swedish_model, monkeypatch):
     assert results and not any(r.ok for r in results)
 
 
-def test_parity_cli_reports_json_and_exit_code(swedish_model):
+def test_parity_cli_reports_json_and_exit_code(tiny_06b, tmp_path):
+    swedish_model = swedish_copy(tiny_06b, tmp_path / "model")
     run = subprocess.run(
         [sys.executable, "-m", "qwen_swe", "parity", "--model", str(swedish_model), "--layout", "streaming",
          "--frames", "3", "--json"],

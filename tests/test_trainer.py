@@ -31,8 +31,10 @@ def command(accelerate_config: str, model: Path, shards: Path, run_dir: Path, *e
     return [str(launcher), "launch", "--config_file", str(ROOT / "accelerate_configs" / accelerate_config),
             "-m", "qwen_swe", "train", "--preset", "smoke",
             f"model.path={model}", f"data.shards={shards}", f"run.output_dir={run_dir}",
-            f"run.max_steps={STEPS}", f"schedule.total_steps={STEPS}", "run.checkpoint_every=3", "run.eval_every=4",
-            "run.eval_batches=2", "data.num_workers=1", "data.frame_budget=200", *extra]
+            f"run.max_steps={STEPS}", f"schedule.total_steps={STEPS}", "run.checkpoint_every=4", "run.eval_every=4",
+            "run.eval_batches=2", "data.num_workers=1", "data.frame_budget=200",
+            # the tiny model's 150k-row text embedding only makes checkpoints big and steps slow here
+            "train.freeze=[text_embedding]", *extra]
 
 
 def environment(**extra: str) -> dict[str, str]:
@@ -49,14 +51,14 @@ def losses(run_dir: Path) -> dict[int, float]:
     return {record["step"]: record["loss"] for record in map(json.loads, lines)}
 
 
-def wait_for(predicate, process: subprocess.Popen, timeout: float = 300) -> None:
+def wait_for(predicate, process: subprocess.Popen, timeout: float = 300, poll: float = 0.2) -> None:
     deadline = time.time() + timeout
     while not predicate():
         if process.poll() is not None:
             raise AssertionError(f"run ended early with {process.returncode}: {process.stdout.read()[-3000:]}")
         if time.time() > deadline:
             raise AssertionError("timed out waiting for the run")
-        time.sleep(0.2)
+        time.sleep(poll)
 
 
 def metrics_lines(run_dir: Path) -> int:
@@ -80,11 +82,11 @@ def reference(tiny_06b, shards, tmp_path_factory):
     return get
 
 
-def assert_same_losses(resumed: Path, reference: Path) -> None:
+def assert_same_losses(resumed: Path, reference: Path, rel: float = 1e-6) -> None:
     ours, theirs = losses(resumed), losses(reference)
     assert sorted(ours) == list(range(1, STEPS + 1)), sorted(ours)
     for step in range(1, STEPS + 1):
-        assert ours[step] == pytest.approx(theirs[step], rel=1e-6, abs=1e-7), (step, ours[step], theirs[step])
+        assert ours[step] == pytest.approx(theirs[step], rel=rel, abs=1e-7), (step, ours[step], theirs[step])
 
 
 def test_ddp_sigterm_then_resume_continues_exactly(reference, tiny_06b, shards, tmp_path):
@@ -110,33 +112,41 @@ def test_ddp_sigterm_then_resume_continues_exactly(reference, tiny_06b, shards, 
     assert report["steps"] == STEPS and report["last_eval"]["loss"] > 0
 
 
-def test_zero2_kill9_then_resume_continues_exactly(reference, tiny_06b, shards, tmp_path):
-    run_dir = tmp_path / "run"
-    process = subprocess.Popen(command("cpu_zero2.yaml", tiny_06b, shards, run_dir), cwd=ROOT, env=environment(),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    wait_for(lambda: metrics_lines(run_dir) >= 5, process)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=60)
-    resumed = launch(command("cpu_zero2.yaml", tiny_06b, shards, run_dir, "--resume", "auto"))
-    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-5000:]
-    assert "resumed from" in resumed.stdout + resumed.stderr
-    assert_same_losses(run_dir, reference("cpu_zero2.yaml"))
-
-
-def test_zero3_resume_from_a_middle_checkpoint_continues_exactly(reference, tiny_06b, shards, tmp_path):
-    source = reference("cpu_zero3.yaml")
+def test_zero2_resume_from_a_middle_checkpoint_continues_exactly(reference, tiny_06b, shards, tmp_path):
+    source = reference("cpu_zero2.yaml")
     run_dir = tmp_path / "run"
     shutil.copytree(source, run_dir)
     for later in (run_dir / "checkpoints").glob("step-*"):
-        if later.name > "step-00000003":
+        if later.name > "step-00000004":
             shutil.rmtree(later)
-    (run_dir / "checkpoints" / "latest").write_text("step-00000003\n")
+    (run_dir / "checkpoints" / "latest").write_text("step-00000004\n")
+    resumed = launch(command("cpu_zero2.yaml", tiny_06b, shards, run_dir, "--resume", "auto"))
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-5000:]
+    assert "at step 4" in resumed.stdout + resumed.stderr
+    assert_same_losses(run_dir, source)
+    # DeepSpeed writes sharded optimizer states per rank
+    assert len(list((run_dir / "checkpoints" / f"step-{STEPS:08d}").rglob("*optim_states.pt"))) == 2
+
+
+def test_zero3_kill9_then_resume_matches_the_uninterrupted_run(reference, tiny_06b, shards, tmp_path):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(command("cpu_zero3.yaml", tiny_06b, shards, run_dir), cwd=ROOT, env=environment(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # kill everything the moment the step-4 checkpoint is complete, mid-way to the end
+    wait_for(lambda: (run_dir / "checkpoints" / "step-00000004" / "COMPLETE").exists(), process, poll=0.01)
+    launcher = psutil.Process(process.pid)
+    tree = [launcher, *launcher.children(recursive=True)]  # the workers run in sessions of their own
+    for member in tree:
+        member.kill()
+    psutil.wait_procs(tree, timeout=60)
+    process.wait(timeout=60)
+    assert not (run_dir / "checkpoints" / f"step-{STEPS:08d}").exists()
     resumed = launch(command("cpu_zero3.yaml", tiny_06b, shards, run_dir, "--resume", "auto"))
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-5000:]
-    assert "at step 3" in resumed.stdout + resumed.stderr
-    assert_same_losses(run_dir, source)
-    # ZeRO-3 gathers 16-bit weights on save and keeps the sharded states
-    assert list((run_dir / "checkpoints" / f"step-{STEPS:08d}").rglob("*optim_states.pt"))
+    assert "resumed from" in resumed.stdout + resumed.stderr and "at step 4" in resumed.stdout + resumed.stderr
+    # ZeRO-3 and ZeRO-2 compute the same fp32 sums; the uninterrupted ZeRO-2 run is the reference
+    assert_same_losses(run_dir, reference("cpu_zero2.yaml"), rel=1e-5)
+    assert len(list((run_dir / "checkpoints" / f"step-{STEPS:08d}").rglob("*optim_states.pt"))) == 2
 
 
 def test_strategies_agree_and_changed_math_is_refused(reference, tiny_06b, shards, tmp_path):

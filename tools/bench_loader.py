@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from qwen_swe.data.stream import ShardIndex, ShardInfo, ShardStream, StreamConfig, plan_epoch  # noqa: E402
 from qwen_swe.layout import SequenceLayout  # noqa: E402
-from qwen_swe.overfit import DEMO_MANIFEST, read_manifest  # noqa: E402
+from qwen_swe.demo_corpus import MANIFEST as DEMO_MANIFEST  # noqa: E402
 
 
 def build_shards(model: Path, out: Path) -> Path:
@@ -46,8 +46,9 @@ def public_style_jsonl(index: ShardIndex, out: Path) -> Path:
     from qwen_swe.data.stream import load_samples_by_key
 
     audio_of = {}
-    for entry in read_manifest(DEMO_MANIFEST):
-        audio_of[entry["text"]] = entry["audio"]
+    for line in DEMO_MANIFEST.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        audio_of[entry["text"]] = str(DEMO_MANIFEST.parent / entry["audio"])
     keys = [e["key"] for s in index.shards for e in s.entries]
     with open(out, "w", encoding="utf-8") as handle:
         for sample in load_samples_by_key(index, keys):
