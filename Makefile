@@ -21,3 +21,8 @@ test: setup
 
 clean-env:
 	rm -f $(VENV)
+
+.PHONY: bench
+bench: setup
+	$(PY) tools/bench_loader.py
+	$(PY) tools/bench_step.py

@@ -32,6 +32,7 @@ from .model_shapes import (
     model_config_dict,
 )
 from .text_tokenizer import build_qwen_text_tokenizer
+from .modeling import import_qwen_tts
 
 # Tiny 12 Hz codec. The encoder is transformers' Mimi (SEANet convs 8*6*5*4 = 960 samples, then a stride-2
 # downsample: 1920 samples = one 12.5 Hz frame); the decoder upsamples 8*5*4*3 * 2*2 = 1920 samples a frame.
@@ -244,6 +245,7 @@ def _randomise_decoder(decoder: torch.nn.Module, generator: torch.Generator) -> 
 
 def build_tiny_codec(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     """Write a tiny 12 Hz speech tokenizer folder (config, weights, feature-extractor config) and return it."""
+    import_qwen_tts()
     from qwen_tts.core import Qwen3TTSTokenizerV2Config, Qwen3TTSTokenizerV2Model
 
     out = Path(out_dir)
@@ -284,6 +286,7 @@ def _full_config_dict(shape: str, model_type: str, weights_dtype: str) -> dict[s
 
 
 def _build_model(config_dict: dict[str, Any], seed: int) -> torch.nn.Module:
+    import_qwen_tts()
     from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
 
     with _single_thread(), torch.random.fork_rng(devices=[]):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
+
 import pytest
 
 from qwen_swe.data.stream import (ShardIndex, ShardStream, StreamConfig, StreamPosition, make_loader, plan_epoch,
                                   sample_keys)
+from qwen_swe.data.shard_format import decode_sample, encode_sample, npy_bytes
 from qwen_swe.layout import SequenceLayout
 
 from .helpers import load_swedish_model
@@ -140,3 +143,24 @@ def test_truncated_and_missing_shards_never_hang(tmp_path, layout):
     assert any("truncated" in r["error"] for r in reported)
     assert any("No such file" in r["error"] for r in reported)
     assert all(batch.is_empty == (not batch.keys) for batch in batches)
+
+
+@pytest.mark.parametrize("field, change, words", [
+    ("codes.npy", lambda m: m.pop("codes.npy"), "'codes.npy' is missing"),
+    ("codes.npy", lambda m: m.update({"codes.npy": npy_bytes(np.full((4, 16), 2048, dtype=np.int16))}),
+     "outside 0..2047"),
+    ("codes.npy", lambda m: m.update({"codes.npy": npy_bytes(np.zeros((4, 15), dtype=np.int16))}),
+     "expected [frames, 16]"),
+    ("xvector.npy", lambda m: m.update({"xvector.npy": npy_bytes(np.full(64, np.nan, dtype=np.float32))}),
+     "NaN"),
+    ("xvector.npy", lambda m: m.update({"xvector.npy": npy_bytes(np.zeros(63, dtype=np.float32))}),
+     "expected [64]"),
+    ("json", lambda m: m.update({"json": b"\xff\xfe not utf-8"}), "not UTF-8 JSON"),
+    ("json", lambda m: m.update({"json": json.dumps({"text": "  "}).encode()}), "'text' is empty"),
+])
+def test_each_bad_member_is_named_by_key_and_field(field, change, words):
+    members = encode_sample("k1", {"text": "Hej"}, np.zeros((4, 16)), np.zeros(64))
+    change(members)
+    with pytest.raises(ValueError) as info:
+        decode_sample("k1", members, xvector_dim=64)
+    assert "'k1'" in str(info.value) and words in str(info.value), str(info.value)

@@ -153,6 +153,13 @@ def test_strategies_agree_and_changed_math_is_refused(reference, tiny_06b, shard
     ddp, zero2 = losses(reference("cpu_ddp.yaml")), losses(reference("cpu_zero2.yaml"))
     for step in range(1, STEPS + 1):
         assert ddp[step] == pytest.approx(zero2[step], rel=1e-3), step
+    # bf16 (DeepSpeed bf16 with fp32 master weights) follows the fp32 curve within bf16 tolerance
+    bf16_dir = tmp_path / "bf16"
+    bf16 = launch(command("cpu_zero2_bf16.yaml", tiny_06b, shards, bf16_dir, "run.max_steps=4"))
+    assert bf16.returncode == 0, (bf16.stdout + bf16.stderr)[-5000:]
+    assert "deepspeed-bf16" in json.loads((bf16_dir / "run_manifest.json").read_text())["precision_strategy"]
+    for step, loss in losses(bf16_dir).items():
+        assert loss == pytest.approx(zero2[step], rel=2e-2), (step, loss, zero2[step])
     run_dir = tmp_path / "run"
     shutil.copytree(reference("cpu_ddp.yaml"), run_dir)
     refused = launch(command("cpu_ddp.yaml", tiny_06b, shards, run_dir, "--resume", "auto", "optim.lr=0.5"))
@@ -185,3 +192,22 @@ def test_non_finite_steps_are_skipped_then_stop_the_run_and_diagnose_names_the_m
     report = json.loads(diagnosis.stdout)
     assert report["culprit"]["module"] == "model.talker.model.layers.1.mlp"
     assert report["culprit"]["output"]["inf"] > 0
+
+
+def test_the_model_learns_the_demo_corpus(tiny_06b, tmp_path):
+    from qwen_swe.demo_corpus import MANIFEST
+
+    shards = tmp_path / "shards"
+    built = launch([sys.executable, "-m", "qwen_swe", "shards", "build", str(shards), "--model", str(tiny_06b),
+                    "--manifest", str(MANIFEST), "--eval-speakers", "1", "--min-seconds", "0.5", "--no-progress"])
+    assert built.returncode == 0, built.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    trained = launch([sys.executable, "-m", "qwen_swe", "train", "--preset", "smoke", f"model.path={tiny_06b}",
+                      f"data.shards={shards}", f"run.output_dir={run_dir}", "run.max_steps=12",
+                      "schedule.total_steps=12", "run.eval_every=6", "data.frame_budget=384", "data.num_workers=0",
+                      "train.freeze=[text_embedding]"])
+    assert trained.returncode == 0, (trained.stdout + trained.stderr)[-4000:]
+    curve = [loss for _, loss in sorted(losses(run_dir).items())]
+    assert len(curve) == 12 and sum(curve[-3:]) / 3 < curve[0] - 0.5, curve
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["last_eval"]["step"] == 12 and report["best_eval"] <= report["last_eval"]["loss"] + 1e-9
