@@ -110,6 +110,10 @@ def test_ddp_sigterm_then_resume_continues_exactly(reference, tiny_06b, shards, 
     assert_same_losses(run_dir, reference("cpu_ddp.yaml"))
     report = json.loads((run_dir / "report.json").read_text())
     assert report["steps"] == STEPS and report["last_eval"]["loss"] > 0
+    first = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["activation_max/talker.0"] > 0 and first["grad_max/sub_talker.0"] > 0  # per-layer drift watch
+    assert {"lr/default/decay", "frames_per_s", "padding_efficiency", "data_wait_fraction"} <= set(first)
+    assert list((run_dir / "tb").rglob("events.out.tfevents.*"))  # TensorBoard logs
 
 
 def test_zero2_resume_from_a_middle_checkpoint_continues_exactly(reference, tiny_06b, shards, tmp_path):

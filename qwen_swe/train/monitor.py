@@ -57,7 +57,7 @@ class MetricsLog:
 
 
 class StatusFile:
-    """status.json: where the run stands, rewritten atomically every few seconds and at every event."""
+    """status.json: where the run stands, rewritten atomically after every step and at every event."""
 
     def __init__(self, run_dir: Path, max_steps: int, enabled: bool = True):
         self.enabled = enabled  # only the main process writes

@@ -271,12 +271,14 @@ class Trainer:
             finite = False
         grad_norm = None
         if finite:
-            grad_norm = accelerator.clip_grad_norm_(objective.parameters(), self.config.optim.grad_clip)
+            limit = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else float("inf")  # 0: no clipping
+            grad_norm = accelerator.clip_grad_norm_(objective.parameters(), limit)
             grad_norm = float(grad_norm) if grad_norm is not None else None
             finite = grad_norm is None or math.isfinite(grad_norm)
         if finite:
             self.optimizer.step()
         self.scheduler.step()  # step counts are optimizer steps, skipped or not
+        layer_stats = self.activations.take() if arm else {}  # before zero_grad: it reads the gradients
         self.optimizer.zero_grad(set_to_none=True)
         self.activations.armed = False
         elapsed = time.perf_counter() - started
@@ -288,8 +290,7 @@ class Trainer:
                   "padding_efficiency": positions / max(padded, 1.0), "data_wait_fraction": waited / elapsed,
                   **{f"lr/{n}": lr for n, lr in zip(self.group_names, self.scheduler.get_last_lr())},
                   **memory_usage(self.device_type)}
-        if arm:
-            record.update(self.activations.take())
+        record.update(layer_stats)
         record["_keys"], record["_batches"] = keys, layouts
         return record
 
