@@ -73,64 +73,50 @@ _SPEAKER_ENCODER_LAYOUT: dict[str, Any] = {
 
 # Released Base models (public config.json copies). The 0.6B keeps the 2048-wide text embedding and projects it
 # to its 1024-wide talker; the 1.7B's code predictor is narrower than its talker (so it has a projection).
+# Both released sizes share the code predictor and the speaker encoder's channels; they differ in the talker.
+_RELEASED_CODE_PREDICTOR = {
+    "hidden_size": 1024,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 5,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "max_position_embeddings": 65536,
+    "rope_theta": 1000000,
+}
+_RELEASED_SPEAKER_ENCODER = {
+    "enc_channels": [512, 512, 512, 512, 1536],
+    "enc_attention_channels": 128,
+    "enc_se_channels": 128,
+}
+
+
+def _released_talker(hidden_size: int, intermediate_size: int) -> dict[str, Any]:
+    return {
+        "hidden_size": hidden_size,
+        "intermediate_size": intermediate_size,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "text_hidden_size": 2048,
+        "max_position_embeddings": 32768,
+        "rope_theta": 1000000,
+    }
+
+
 RELEASED_SHAPES: dict[str, dict[str, Any]] = {
     "1.7b": {
         "tts_model_size": "1b7",
-        "talker": {
-            "hidden_size": 2048,
-            "intermediate_size": 6144,
-            "num_hidden_layers": 28,
-            "num_attention_heads": 16,
-            "num_key_value_heads": 8,
-            "head_dim": 128,
-            "text_hidden_size": 2048,
-            "max_position_embeddings": 32768,
-            "rope_theta": 1000000,
-        },
-        "code_predictor": {
-            "hidden_size": 1024,
-            "intermediate_size": 3072,
-            "num_hidden_layers": 5,
-            "num_attention_heads": 16,
-            "num_key_value_heads": 8,
-            "head_dim": 128,
-            "max_position_embeddings": 65536,
-            "rope_theta": 1000000,
-        },
-        "speaker_encoder": {
-            "enc_channels": [512, 512, 512, 512, 1536],
-            "enc_attention_channels": 128,
-            "enc_se_channels": 128,
-        },
+        "talker": _released_talker(hidden_size=2048, intermediate_size=6144),
+        "code_predictor": dict(_RELEASED_CODE_PREDICTOR),
+        "speaker_encoder": dict(_RELEASED_SPEAKER_ENCODER),
     },
     "0.6b": {
         "tts_model_size": "0b6",
-        "talker": {
-            "hidden_size": 1024,
-            "intermediate_size": 3072,
-            "num_hidden_layers": 28,
-            "num_attention_heads": 16,
-            "num_key_value_heads": 8,
-            "head_dim": 128,
-            "text_hidden_size": 2048,
-            "max_position_embeddings": 32768,
-            "rope_theta": 1000000,
-        },
-        "code_predictor": {
-            "hidden_size": 1024,
-            "intermediate_size": 3072,
-            "num_hidden_layers": 5,
-            "num_attention_heads": 16,
-            "num_key_value_heads": 8,
-            "head_dim": 128,
-            "max_position_embeddings": 65536,
-            "rope_theta": 1000000,
-        },
-        "speaker_encoder": {
-            "enc_channels": [512, 512, 512, 512, 1536],
-            "enc_attention_channels": 128,
-            "enc_se_channels": 128,
-        },
+        "talker": _released_talker(hidden_size=1024, intermediate_size=3072),
+        "code_predictor": dict(_RELEASED_CODE_PREDICTOR),
+        "speaker_encoder": dict(_RELEASED_SPEAKER_ENCODER),
     },
 }
 
