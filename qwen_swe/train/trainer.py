@@ -282,9 +282,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.activations.armed = False
         elapsed = time.perf_counter() - started
-        everyone = accelerator.reduce(torch.tensor([sums["frames"], sums["positions"], sums["padded"], len(keys)],
+        names = sorted(totals)
+        everyone = accelerator.reduce(torch.tensor([sums["frames"], sums["positions"], sums["padded"], len(keys)]
+                                                   + [totals[n] for n in names],
                                                    device=accelerator.device, dtype=torch.float64), reduction="sum")
-        frames, positions, padded, samples = everyone.tolist()
+        frames, positions, padded, samples, *summed = everyone.tolist()
+        totals = {n: value / accelerator.num_processes for n, value in zip(names, summed)}  # the job's mean
         record = {"step": self.step + 1, "epoch": self.epoch, **totals, "grad_norm": grad_norm,
                   "finite": finite, "frames_per_s": frames / elapsed, "samples_per_s": samples / elapsed,
                   "padding_efficiency": positions / max(padded, 1.0), "data_wait_fraction": waited / elapsed,
