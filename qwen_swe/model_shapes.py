@@ -122,6 +122,7 @@ RELEASED_SHAPES: dict[str, dict[str, Any]] = {
 
 # Tiny stand-ins with the same structure: text_hidden != hidden only for "0.6b"; the code predictor is as wide as
 # the talker for "0.6b" and narrower for "1.7b". Vocabularies keep their real sizes so every real id exists.
+_TINY_SPEAKER_ENCODER = {"enc_channels": [32, 32, 32, 32, 96], "enc_attention_channels": 16, "enc_se_channels": 16}
 TINY_SHAPES: dict[str, dict[str, Any]] = {
     "1.7b": {
         "tts_model_size": "1b7",
@@ -146,11 +147,7 @@ TINY_SHAPES: dict[str, dict[str, Any]] = {
             "max_position_embeddings": 65536,
             "rope_theta": 1000000,
         },
-        "speaker_encoder": {
-            "enc_channels": [32, 32, 32, 32, 96],
-            "enc_attention_channels": 16,
-            "enc_se_channels": 16,
-        },
+        "speaker_encoder": dict(_TINY_SPEAKER_ENCODER),
     },
     "0.6b": {
         "tts_model_size": "0b6",
@@ -175,11 +172,7 @@ TINY_SHAPES: dict[str, dict[str, Any]] = {
             "max_position_embeddings": 65536,
             "rope_theta": 1000000,
         },
-        "speaker_encoder": {
-            "enc_channels": [32, 32, 32, 32, 96],
-            "enc_attention_channels": 16,
-            "enc_se_channels": 16,
-        },
+        "speaker_encoder": dict(_TINY_SPEAKER_ENCODER),
     },
 }
 
