@@ -1,0 +1,276 @@
+"""Check a host before a training launch and print the resolved plan (used by launch/hemma.sh, h100.sh, multinode.sh).
+
+It fails before anything expensive starts, with a message that names the problem and the fix:
+  - no GPU visible, or fewer than the accelerate config starts on this host;
+  - a torch build for the wrong platform (a CUDA wheel on Hemma's ROCm card, a ROCm or CPU wheel on an H100);
+  - an accelerate/DeepSpeed config that does not load or names a missing DeepSpeed file;
+  - a run config with wrong fields, a missing model folder or shard index;
+  - too little free disk under the run directory for checkpoints.
+With --allow-cpu (QWEN_SWE_ALLOW_CPU=1 in the scripts) the GPU and torch-build checks only warn, so a plan can be
+checked, and the CPU multi-node simulation (tools/multinode_netns.sh) can run, on a machine without GPUs.
+
+The accelerate launch arguments that carry the host's overrides (rank, rendezvous address, process counts, DeepSpeed
+file) are written one per line to --emit-args, for the calling script to pass on.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+# Expected torch build per host: Hemma runs a ROCm wheel, the H100 hosts a CUDA one; several hosts take either.
+EXPECTED_BUILD = {"hemma": "rocm", "h100": "cuda", "multinode": None}
+GIB = 1024 ** 3
+
+
+class PreflightError(click.ClickException):
+    exit_code = 2
+
+
+@dataclass
+class Findings:
+    """Plan lines, warnings and the accelerate launch overrides, gathered check by check."""
+
+    plan: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    launch_args: list[str] = field(default_factory=list)
+
+    def add(self, label: str, text: str) -> None:
+        self.plan.append((label, text))
+
+
+# ------------------------------------------------------------------------------------------ accelerate config
+def read_accelerate_config(path: Path, ds_override: Optional[str]) -> tuple[Any, Optional[dict]]:
+    """The config as accelerate's own loader reads it, and the DeepSpeed JSON it points at (or the override)."""
+    import json
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    if not path.is_file():
+        raise PreflightError(f"{path}: accelerate config not found; set ACCELERATE_CONFIG to a file in "
+                             "accelerate_configs/")
+    try:
+        config = load_config_from_file(str(path))
+    except Exception as error:  # accelerate raises TypeError/ValueError/yaml errors for bad files
+        raise PreflightError(f"{path}: accelerate cannot load it ({type(error).__name__}: {error})") from error
+    if str(config.distributed_type).split(".")[-1] != "DEEPSPEED":
+        if ds_override:
+            raise PreflightError(f"DS_CONFIG={ds_override} but {path} does not use DeepSpeed (distributed_type "
+                                 f"{config.distributed_type}); pick a DeepSpeed accelerate config or unset DS_CONFIG")
+        return config, None
+    ds_file = Path(ds_override or (config.deepspeed_config or {}).get("deepspeed_config_file", ""))
+    if not ds_file.is_file():
+        source = "DS_CONFIG" if ds_override else f"{path}: deepspeed_config.deepspeed_config_file"
+        raise PreflightError(f"{source}: DeepSpeed config {str(ds_file)!r} not found (paths are relative to the "
+                             "repository root; the launch scripts run from there)")
+    try:
+        return config, {"path": str(ds_file), **json.loads(ds_file.read_text())}
+    except json.JSONDecodeError as error:
+        raise PreflightError(f"{ds_file}: not valid JSON ({error})") from error
+
+
+def describe_deepspeed(ds: Optional[dict]) -> str:
+    if ds is None:
+        return "not used"
+    zero = ds.get("zero_optimization", {})
+    offload = [part for part in ("optimizer", "param") if f"offload_{part}" in zero]
+    precision = "bf16" if ds.get("bf16", {}).get("enabled") else "fp32"
+    return (f"{ds['path']}: ZeRO-{zero.get('stage', 0)}, {precision}"
+            + (f", {' and '.join(offload)} offloaded to CPU" if offload else ""))
+
+
+# ------------------------------------------------------------------------------------------ GPU and torch build
+def check_devices(host: str, backend: Optional[str], per_host: int, allow_cpu: bool, found: Findings) -> str:
+    """Checks GPUs and the torch build; returns the device type the trainer will see ("cuda" or "cpu")."""
+    import torch
+
+    hip, cuda = getattr(torch.version, "hip", None), getattr(torch.version, "cuda", None)
+    build = f"ROCm {hip}" if hip else f"CUDA {cuda}" if cuda else "CPU only"
+    problems = []
+    expected = backend or EXPECTED_BUILD[host]
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if visible == 0:
+        problems.append(f"no GPU visible: torch.cuda.is_available() is False (torch {torch.__version__}, {build}); "
+                        + ("on ROCm pass /dev/kfd and /dev/dri into the container and check HIP_VISIBLE_DEVICES"
+                           if expected == "rocm" else "check nvidia-smi and CUDA_VISIBLE_DEVICES"))
+    elif visible < per_host:
+        problems.append(f"{visible} GPU(s) visible but the accelerate config starts {per_host} process(es) on this "
+                        "host; lower GPUS/GPUS_PER_NODE or make the GPUs visible")
+    if expected == "rocm" and not hip:
+        problems.append(f"torch {torch.__version__} is a {build} build, but {host} needs a ROCm build: install "
+                        "torch==2.10.0 from https://download.pytorch.org/whl/rocm7.1 (or use launch/Containerfile.hemma)")
+    if expected == "cuda" and (hip or not cuda):
+        problems.append(f"torch {torch.__version__} is a {build} build, but {host} needs a CUDA build: install torch "
+                        "from https://download.pytorch.org/whl/cu128")
+    names = sorted({torch.cuda.get_device_name(i) for i in range(visible)}) if visible else []
+    found.add("torch", f"{torch.__version__} ({build}); {visible} GPU(s) visible"
+              + (f": {', '.join(names)}" if names else ""))
+    for problem in problems:
+        if allow_cpu:
+            found.warnings.append(f"{problem} [allowed by QWEN_SWE_ALLOW_CPU=1]")
+        else:
+            found.errors.append(f"{problem} (QWEN_SWE_ALLOW_CPU=1 turns this into a warning, to check a plan "
+                                "without GPUs)")
+    if visible and torch.cuda.is_bf16_supported():
+        found.add("bf16", "supported")
+    elif visible:
+        found.warnings.append("this GPU does not support bf16; the GPU configs here assume it")
+    return "cuda" if visible else "cpu"
+
+
+# ------------------------------------------------------------------------------------------ run config and disk
+def split_train_args(train_args: tuple[str, ...]) -> list[str]:
+    """The dotted overrides among the arguments passed through to `qwen_swe train` (flags are left to it)."""
+    overrides, skip = [], False
+    for item in train_args:
+        if skip:
+            skip = False
+        elif item.startswith("-"):
+            skip = "=" not in item and item not in ("--help", "-h")  # option with a separate value
+        elif "=" in item:
+            overrides.append(item)
+    return overrides
+
+
+def checkpoint_bytes_estimate(model_path: Path, keep_last: int) -> int:
+    """Rough disk need: fp32 weights and two AdamW moments are ~6x a bf16 model folder, times the kept checkpoints
+    (run.keep_last, the best one, and the one being written)."""
+    model_bytes = sum(p.stat().st_size for p in model_path.rglob("*.safetensors"))
+    return model_bytes * 6 * (keep_last + 2)
+
+
+def free_bytes(directory: Path) -> tuple[Path, int]:
+    existing = directory.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    return existing, shutil.disk_usage(existing).free
+
+
+def check_run(run_config: Optional[str], preset: Optional[str], overrides: list[str], min_free_gb: Optional[float],
+              found: Findings) -> Optional[Any]:
+    """The validated run config (None after recording an error), with its plan lines and the disk check."""
+    from qwen_swe.train import checkpoint
+    from qwen_swe.train.config import load_config
+
+    if not run_config and not preset:
+        found.errors.append("no run config: set RUN_CONFIG=path/to/run.yaml (or PRESET=pilot|full with the "
+                            "required fields as arguments: model.path=... data.shards=... run.output_dir=...)")
+        return None
+    try:
+        config = load_config(run_config, preset, overrides)
+        config.check_paths()
+    except ValueError as error:
+        found.errors.append(f"run config {run_config or '(preset ' + str(preset) + ')'}:\n{error}")
+        return None
+    source = " + ".join(filter(None, [run_config, preset and f"preset {preset}",
+                                      overrides and f"{len(overrides)} override(s)"]))
+    found.add("run config", source)
+    found.add("model", f"{config.model.path} ({config.train.mode}, precision {config.train.precision})")
+    found.add("shards", f"{config.data.shards} (frame budget {config.data.frame_budget}, "
+                        f"{config.data.num_workers} loader worker(s))")
+    found.add("optimizer", f"{config.optim.name}, lr {config.optim.lr}, accumulation {config.optim.accumulation}, "
+                           f"{config.effective_max_steps} steps, checkpoint every {config.run.checkpoint_every}, "
+                           f"eval every {config.run.eval_every}")
+    run_dir = Path(config.run.output_dir)
+    needed = int(min_free_gb * GIB) if min_free_gb is not None else \
+        checkpoint_bytes_estimate(Path(config.model.path), config.run.keep_last)
+    where, free = free_bytes(run_dir)
+    found.add("run dir", f"{run_dir} ({free / GIB:.1f} GiB free on {where}, needs {needed / GIB:.1f} GiB"
+                         f"{'' if min_free_gb is not None else ' estimated; MIN_FREE_GB overrides'})")
+    if free < needed:
+        found.errors.append(f"run.output_dir {run_dir}: {free / GIB:.1f} GiB free on {where}, checkpoints need about "
+                             f"{needed / GIB:.1f} GiB; free space, point run.output_dir elsewhere, lower run.keep_last "
+                             "or set MIN_FREE_GB if the estimate is wrong")
+    latest = checkpoint.find_latest(run_dir)
+    found.add("resume", f"--resume auto continues from {latest}" if latest else "--resume auto: no checkpoint yet, "
+              "starts at step 0")
+    return config
+
+
+# ------------------------------------------------------------------------------------------ command
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--host", type=click.Choice(sorted(EXPECTED_BUILD)), required=True)
+@click.option("--accelerate-config", "accelerate_config", required=True, type=click.Path(dir_okay=False))
+@click.option("--run-config", default=None, help="Run config YAML (RUN_CONFIG).")
+@click.option("--preset", default=None, help="Run config preset (PRESET).")
+@click.option("--backend", type=click.Choice(["cuda", "rocm"]), default=None,
+              help="Torch build the host needs (default per host; multinode: any).")
+@click.option("--num-processes", type=int, default=None, help="Override: processes of the whole job.")
+@click.option("--num-machines", type=int, default=None, help="Override: hosts in the job.")
+@click.option("--gpus-per-node", type=int, default=None, help="Override: processes per host (x hosts = job).")
+@click.option("--node-rank", type=int, default=None, help="Override: this host's rank (0 runs the rendezvous).")
+@click.option("--master-addr", default=None, help="Override: host 0's address as the others reach it.")
+@click.option("--master-port", type=int, default=None, help="Override: rendezvous port on host 0.")
+@click.option("--ds-config", default=None, help="Override: DeepSpeed JSON instead of the accelerate config's.")
+@click.option("--min-free-gb", type=float, default=None, help="Free disk needed under run.output_dir.")
+@click.option("--allow-cpu", is_flag=True, help="Turn the GPU and torch-build checks into warnings.")
+@click.option("--emit-args", type=click.Path(dir_okay=False), default=None,
+              help="Write the accelerate launch overrides here, one per line.")
+@click.argument("train_args", nargs=-1, type=click.UNPROCESSED)
+def main(host: str, accelerate_config: str, run_config: Optional[str], preset: Optional[str],
+         backend: Optional[str], num_processes: Optional[int], num_machines: Optional[int],
+         gpus_per_node: Optional[int], node_rank: Optional[int], master_addr: Optional[str],
+         master_port: Optional[int], ds_config: Optional[str], min_free_gb: Optional[float], allow_cpu: bool,
+         emit_args: Optional[str], train_args: tuple[str, ...]) -> None:
+    """Check this host for a launch with ACCELERATE_CONFIG and the run config; print the resolved plan."""
+    found = Findings()
+    config, ds = read_accelerate_config(Path(accelerate_config), ds_config)
+    machines = num_machines or config.num_machines or 1
+    total = num_processes or (gpus_per_node * machines if gpus_per_node else config.num_processes)
+    if total % machines:
+        raise PreflightError(f"{total} processes cannot be split evenly over {machines} hosts")
+    rank = config.machine_rank if node_rank is None else node_rank
+    if not 0 <= rank < machines:
+        raise PreflightError(f"host rank {rank} is outside 0..{machines - 1} (NODE_RANK / machine_rank)")
+    address = master_addr or config.main_process_ip
+    port = master_port or config.main_process_port or 29500
+    if machines > 1 and not address:
+        raise PreflightError(f"{accelerate_config}: no main_process_ip; set MASTER_ADDR to host 0's address")
+    overrides = [("--num_processes", num_processes or (gpus_per_node and total)), ("--num_machines", num_machines),
+                 ("--machine_rank", node_rank), ("--main_process_ip", master_addr),
+                 ("--main_process_port", master_port), ("--deepspeed_config_file", ds_config)]
+    found.launch_args = [text for flag, value in overrides if value is not None for text in (flag, str(value))]
+
+    found.add("host", host + (f" {rank} of {machines}" if machines > 1 else ""))
+    found.add("accelerate", f"{accelerate_config}: {str(config.distributed_type).split('.')[-1]}, {total} process(es)"
+                            f" on {machines} host(s), {total // machines} here"
+                            + (f", rendezvous {address}:{port}" if machines > 1 else ""))
+    found.add("deepspeed", describe_deepspeed(ds))
+    device_type = check_devices(host, backend, total // machines, allow_cpu, found)
+    run = check_run(run_config, preset, split_train_args(train_args), min_free_gb, found)
+    if run is not None:
+        from qwen_swe.train.model_setup import resolve_attn_implementation
+
+        attention, warning = resolve_attn_implementation(run.model.attn_implementation, device_type,
+                                                         run.train.precision)
+        found.add("attention", f"{attention} (model.attn_implementation={run.model.attn_implementation})")
+        if warning:
+            found.warnings.append(warning)
+        if ds is not None and run.train.precision != "fp32":
+            found.add("precision", "from the DeepSpeed config (train.precision is ignored under DeepSpeed)")
+    report(found)
+    if found.errors:
+        raise SystemExit(2)
+    if emit_args:
+        Path(emit_args).write_text("".join(f"{arg}\n" for arg in found.launch_args))
+
+
+def report(found: Findings) -> None:
+    width = max(len(label) for label, _ in found.plan)
+    click.echo("qwen-swe launch plan")
+    for label, text in found.plan:
+        click.echo(f"  {label.ljust(width)}  {text}")
+    for warning in found.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for error in found.errors:
+        click.echo(f"error: {error}", err=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
