@@ -1,0 +1,121 @@
+"""`qwen-swe compare A B`: gate a candidate model (B) against the current one (A) on the same metrics.
+
+B is promoted only if, on every gate, it is no worse than A beyond the gate's tolerance (lower-is-better metrics:
+B <= A + tolerance; higher-is-better: B >= A - tolerance). Anything that makes the comparison unfair keeps A: a gate
+measured on one side only, a gate named explicitly but measured on neither, or evaluations run on different
+sentences, references, held-out shards or sampling settings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from .evaluation import EVAL_JSON, HIGHER_IS_BETTER, LOWER_IS_BETTER
+
+DEFAULT_GATES = ("heldout_loss", "cer", "speaker_similarity", "eos_runaway_rate")
+# Absolute tolerances: about the run-to-run noise of each metric on the built-in sentence set.
+DEFAULT_TOLERANCES = {"heldout_loss": 0.02, "wer": 0.02, "cer": 0.01, "speaker_similarity": 0.02,
+                      "eos_runaway_rate": 0.0, "silence_rate": 0.02, "duration_error": 0.05,
+                      "codebook0_accuracy": 0.005, "eos_accuracy": 0.01, "sub_talker_accuracy": 0.005}
+GATEABLE = LOWER_IS_BETTER + HIGHER_IS_BETTER
+
+
+def load_eval(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """An eval.json, or a folder holding one (what `qwen-swe eval --out` wrote)."""
+    path = Path(path)
+    file = path / EVAL_JSON if path.is_dir() else path
+    if not file.is_file():
+        raise ValueError(f"{path}: no {EVAL_JSON} here; run `qwen-swe eval MODEL --out {path}` first, or give "
+                         "model folders together with --shards so compare evaluates them")
+    try:
+        report = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{file}: not valid JSON ({error})") from error
+    if "metrics" not in report or "model" not in report:
+        raise ValueError(f"{file}: not an eval report (no 'metrics'/'model'); was it written by qwen-swe eval?")
+    return report, file
+
+
+def parse_gates(text: Optional[str]) -> Optional[list[str]]:
+    if not text:
+        return None
+    gates = [g.strip() for g in text.split(",") if g.strip()]
+    unknown = [g for g in gates if g not in GATEABLE]
+    if unknown:
+        raise ValueError(f"unknown gate(s) {', '.join(unknown)}; choose from {', '.join(GATEABLE)}")
+    return gates
+
+
+def parse_tolerances(items: Sequence[str]) -> dict[str, float]:
+    """['cer=0.02', ...] -> {'cer': 0.02}."""
+    tolerances = dict(DEFAULT_TOLERANCES)
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in GATEABLE or not value:
+            raise ValueError(f"--tolerance {item!r}: write METRIC=VALUE with METRIC one of {', '.join(GATEABLE)}")
+        tolerances[name] = float(value)
+    return tolerances
+
+
+def _setup(report: dict[str, Any]) -> dict[str, Any]:
+    """What must be equal for two evaluations to be comparable."""
+    synthesis = report.get("synthesis") or {}
+    heldout = report.get("heldout") or {}
+    sampling = dict(report.get("sampling") or {})
+    return {
+        "sentences": synthesis.get("sentences"),
+        "references": [r.get("key") for r in synthesis.get("references") or []],
+        "mode": synthesis.get("mode"),
+        "streaming": synthesis.get("streaming"),
+        "asr": synthesis.get("asr"),
+        "speaker_embedder": None if synthesis.get("speaker_embedder") is None else
+        ("own" if str(synthesis.get("speaker_embedder")).startswith("qwen3-tts") else synthesis.get("speaker_embedder")),
+        "sampling": sampling,
+        "heldout_split": [heldout.get("split"), sorted((heldout.get("layouts") or {}))] if heldout else None,
+    }
+
+
+def compare_reports(a: dict[str, Any], b: dict[str, Any], gates: Optional[Sequence[str]] = None,
+                    tolerances: Optional[dict[str, float]] = None, allow_mismatch: bool = False,
+                    a_path: str = "", b_path: str = "") -> dict[str, Any]:
+    """The verdict ("promote" or "keep") with one row per gate and the reasons."""
+    tolerances = tolerances or dict(DEFAULT_TOLERANCES)
+    explicit = gates is not None
+    gates = list(gates) if explicit else list(DEFAULT_GATES)
+    reasons: list[str] = []
+    rows = []
+    for metric in gates:
+        value_a, value_b = a["metrics"].get(metric), b["metrics"].get(metric)
+        lower = metric in LOWER_IS_BETTER
+        tolerance = float(tolerances.get(metric, 0.0))
+        row = {"metric": metric, "a": value_a, "b": value_b, "direction": "lower" if lower else "higher",
+               "tolerance": tolerance, "passed": None}
+        if value_a is None and value_b is None:
+            if explicit:
+                reasons.append(f"{metric}: measured on neither side, so B cannot be shown to be no worse")
+        elif value_a is None or value_b is None:
+            reasons.append(f"{metric}: measured only for {'B' if value_a is None else 'A'}; evaluate both the same "
+                           "way")
+        else:
+            row["passed"] = value_b <= value_a + tolerance if lower else value_b >= value_a - tolerance
+            if not row["passed"]:
+                reasons.append(f"{metric}: B {value_b:.4f} is worse than A {value_a:.4f} by more than {tolerance}")
+        rows.append(row)
+    if not any(row["passed"] is not None for row in rows):
+        reasons.append("no gate was measured on both sides")
+    setup_a, setup_b = _setup(a), _setup(b)
+    differences = [key for key in setup_a if setup_a[key] != setup_b[key]]
+    if differences:
+        message = f"the evaluations differ in {', '.join(differences)}: their numbers do not compare"
+        reasons.append(message + (" (allowed by --allow-mismatch)" if allow_mismatch else
+                                  "; evaluate both with the same settings or pass --allow-mismatch"))
+    blocking = [r for r in reasons if "allowed by --allow-mismatch" not in r]
+    verdict = "keep" if blocking else "promote"
+    if verdict == "promote":
+        reasons.append("B is no worse than A on every gate")
+    others = {k: {"a": a["metrics"].get(k), "b": b["metrics"].get(k)}
+              for k in sorted(set(a["metrics"]) | set(b["metrics"])) if k not in gates}
+    return {"verdict": verdict, "gates": rows, "reasons": reasons, "other_metrics": others,
+            "a": {"model": a["model"], "eval": a_path}, "b": {"model": b["model"], "eval": b_path}}
