@@ -105,15 +105,22 @@ class Synthesis:
 # ---------------------------------------------------------------------------------------------- model folders
 
 
-def open_model(folder: str | Path, languages: Sequence[str] = ("swedish",), dtype: Any = None) -> Any:
-    """Load a model folder with `Qwen3TTSModel.from_pretrained`, after checks whose errors say what to do."""
-    from ..modeling import check_model_folder, load_model
+def check_exported_folder(folder: str | Path) -> Path:
+    """A model folder `from_pretrained` loads; a training checkpoint or run directory is refused with the fix."""
+    from ..modeling import check_model_folder
 
     folder = Path(folder)
     if (folder / "COMPLETE").is_file() or (folder / "checkpoints").is_dir():
         raise ValueError(f"{folder}: this is a training checkpoint or run directory, not a model folder; run "
-                         "`qwen-swe export` on it first and give the exported folder")
-    check_model_folder(folder)
+                         f"`qwen-swe export {folder} --out EXPORT_DIR` on it first and give EXPORT_DIR")
+    return check_model_folder(folder)
+
+
+def open_model(folder: str | Path, languages: Sequence[str] = ("swedish",), dtype: Any = None) -> Any:
+    """Load a model folder with `Qwen3TTSModel.from_pretrained`, after checks whose errors say what to do."""
+    from ..modeling import load_model
+
+    folder = check_exported_folder(folder)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     registered = set((config.get("talker_config") or {}).get("codec_language_id") or {})
     for language in languages:
