@@ -15,8 +15,8 @@
 
 LAUNCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$LAUNCH_DIR")
-# The accelerate configs name ds_configs/... relative to the repository root.
-cd "$REPO_DIR"
+# Paths (RUN_CONFIG, ACCELERATE_CONFIG, DS_CONFIG, paths inside the run config) are relative to where the script is
+# run from; the DeepSpeed file an accelerate config names is looked up there, then in the repository.
 
 if [[ -z ${PYTHON:-} ]]; then
     if [[ -x $REPO_DIR/.venv/bin/python ]]; then PYTHON=$REPO_DIR/.venv/bin/python; else PYTHON=$(command -v python3); fi

@@ -26,9 +26,9 @@ if [[ -z ${ACCELERATE_CONFIG:-} ]]; then
         *) echo "ZERO_STAGE=${ZERO_STAGE}: use 2 or 3" >&2; exit 2 ;;
     esac
     if [[ $GPUS -eq 1 ]]; then
-        ACCELERATE_CONFIG=accelerate_configs/h100_x1.yaml
+        ACCELERATE_CONFIG=$REPO_DIR/accelerate_configs/h100_x1.yaml
     else
-        ACCELERATE_CONFIG=accelerate_configs/h100_x8_zero${ZERO_STAGE:-2}.yaml
+        ACCELERATE_CONFIG=$REPO_DIR/accelerate_configs/h100_x8_zero${ZERO_STAGE:-2}.yaml
     fi
 fi
 process_options=()

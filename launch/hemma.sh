@@ -12,6 +12,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-ACCELERATE_CONFIG=${ACCELERATE_CONFIG:-accelerate_configs/hemma_r9700.yaml}
+ACCELERATE_CONFIG=${ACCELERATE_CONFIG:-$REPO_DIR/accelerate_configs/hemma_r9700.yaml}
 preflight hemma -- "$@"
 launch_training "$@"

@@ -27,8 +27,8 @@ if [[ -z ${ACCELERATE_CONFIG:-} ]]; then
              "or ACCELERATE_CONFIG to a per-host file" >&2
         exit 2
     fi
-    ACCELERATE_CONFIG=accelerate_configs/multinode_node${NODE_RANK}.yaml
-    [[ -f $ACCELERATE_CONFIG ]] || ACCELERATE_CONFIG=accelerate_configs/multinode_node1.yaml
+    ACCELERATE_CONFIG=$REPO_DIR/accelerate_configs/multinode_node${NODE_RANK}.yaml
+    [[ -f $ACCELERATE_CONFIG ]] || ACCELERATE_CONFIG=$REPO_DIR/accelerate_configs/multinode_node1.yaml
 fi
 host_options=()
 [[ -n ${NODE_RANK:-} ]] && host_options+=(--node-rank "$NODE_RANK")

@@ -26,6 +26,7 @@ import click
 # Expected torch build per host: Hemma runs a ROCm wheel, the H100 hosts a CUDA one; several hosts take either.
 EXPECTED_BUILD = {"hemma": "rocm", "h100": "cuda", "multinode": None}
 GIB = 1024 ** 3
+REPO = Path(__file__).resolve().parents[1]
 
 
 class PreflightError(click.ClickException):
@@ -65,12 +66,14 @@ def read_accelerate_config(path: Path, ds_override: Optional[str]) -> tuple[Any,
                                  f"{config.distributed_type}); pick a DeepSpeed accelerate config or unset DS_CONFIG")
         return config, None
     ds_file = Path(ds_override or (config.deepspeed_config or {}).get("deepspeed_config_file", ""))
+    if not ds_file.is_absolute() and not ds_file.is_file():
+        ds_file = REPO / ds_file  # the accelerate configs name ds_configs/... relative to the repository
     if not ds_file.is_file():
         source = "DS_CONFIG" if ds_override else f"{path}: deepspeed_config.deepspeed_config_file"
-        raise PreflightError(f"{source}: DeepSpeed config {str(ds_file)!r} not found (paths are relative to the "
-                             "repository root; the launch scripts run from there)")
+        raise PreflightError(f"{source}: DeepSpeed config {str(ds_file)!r} not found (relative paths are taken "
+                             "from the current directory, then from the repository)")
     try:
-        return config, {"path": str(ds_file), **json.loads(ds_file.read_text())}
+        return config, {"path": str(ds_file.resolve()), **json.loads(ds_file.read_text())}
     except json.JSONDecodeError as error:
         raise PreflightError(f"{ds_file}: not valid JSON ({error})") from error
 
@@ -234,7 +237,9 @@ def main(host: str, accelerate_config: str, run_config: Optional[str], preset: O
         raise PreflightError(f"{accelerate_config}: no main_process_ip; set MASTER_ADDR to host 0's address")
     overrides = [("--num_processes", num_processes or (gpus_per_node and total)), ("--num_machines", num_machines),
                  ("--machine_rank", node_rank), ("--main_process_ip", master_addr),
-                 ("--main_process_port", master_port), ("--deepspeed_config_file", ds_config)]
+                 ("--main_process_port", master_port),
+                 # always the resolved file, so the launch works from any directory
+                 ("--deepspeed_config_file", ds and ds["path"])]
     found.launch_args = [text for flag, value in overrides if value is not None for text in (flag, str(value))]
 
     found.add("host", host + (f" {rank} of {machines}" if machines > 1 else ""))
