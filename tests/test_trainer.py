@@ -151,6 +151,27 @@ def test_zero3_kill9_then_resume_matches_the_uninterrupted_run(reference, tiny_0
     # ZeRO-3 and ZeRO-2 compute the same fp32 sums; the uninterrupted ZeRO-2 run is the reference
     assert_same_losses(run_dir, reference("cpu_zero2.yaml"), rel=1e-5)
     assert len(list((run_dir / "checkpoints" / f"step-{STEPS:08d}").rglob("*optim_states.pt"))) == 2
+    assert_export_equals_the_fp32_consolidation(run_dir, reference("cpu_zero2.yaml"), tmp_path / "export")
+
+
+def assert_export_equals_the_fp32_consolidation(run_dir: Path, zero2_run: Path, out: Path) -> None:
+    """The export of a ZeRO-3 run holds exactly DeepSpeed's fp32 consolidation of its partitions, and those weights
+    agree with the (differently partitioned) ZeRO-2 run of the same math."""
+    import torch
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from safetensors.torch import load_file
+
+    from qwen_swe.export import export, trained_state_dict
+
+    export(run_dir, out, dtype="float32", progress=False)
+    exported = load_file(str(out / "model.safetensors"))
+    final = f"step-{STEPS:08d}"
+    consolidated = get_fp32_state_dict_from_zero_checkpoint(str(run_dir / "checkpoints" / final), tag="pytorch_model")
+    zero2 = trained_state_dict(zero2_run / "checkpoints" / final)
+    assert len(consolidated) > 100
+    for name, tensor in consolidated.items():
+        assert torch.equal(exported[name.removeprefix("model.")], tensor.float()), name
+        torch.testing.assert_close(tensor.float(), zero2[name], rtol=1e-3, atol=1e-5)  # Adam amplifies 1e-7 sums
 
 
 def test_strategies_agree_and_changed_math_is_refused(reference, tiny_06b, shards, tmp_path):
@@ -209,9 +230,16 @@ def test_the_model_learns_the_demo_corpus(tiny_06b, tmp_path):
     trained = launch([sys.executable, "-m", "qwen_swe", "train", "--preset", "smoke", f"model.path={tiny_06b}",
                       f"data.shards={shards}", f"run.output_dir={run_dir}", "run.max_steps=12",
                       "schedule.total_steps=12", "run.eval_every=6", "data.frame_budget=384", "data.num_workers=0",
-                      "train.freeze=[text_embedding]"])
+                      "train.freeze=[text_embedding]", "run.synth_every_evals=2", "run.synth_sentences=1"])
     assert trained.returncode == 0, (trained.stdout + trained.stderr)[-4000:]
     curve = [loss for _, loss in sorted(losses(run_dir).items())]
     assert len(curve) == 12 and sum(curve[-3:]) / 3 < curve[0] - 0.5, curve
     report = json.loads((run_dir / "report.json").read_text())
     assert report["last_eval"]["step"] == 12 and report["best_eval"] <= report["last_eval"]["loss"] + 1e-9
+    # every second eval (step 12) a held-out voice read a Swedish sentence into TensorBoard
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((run_dir / "tb").rglob("events.out.tfevents.*")).parent),
+                              size_guidance={"audio": 0}).Reload()
+    audio_tags = [tag for tag in events.Tags()["audio"] if tag.startswith("synthesis/")]
+    assert audio_tags and [event.step for event in events.Audio(audio_tags[0])] == [12]

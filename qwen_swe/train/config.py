@@ -131,6 +131,10 @@ class RunSection:
     activation_stats_every: int = 50  # 0: never
     non_finite_patience: int = 3
     tensorboard: bool = True
+    # Every K held-out evals, synthesise `synth_sentences` built-in Swedish sentences with the current weights in a
+    # held-out speaker's voice and log the audio to TensorBoard (0: never). Not under ZeRO-3 (weights partitioned).
+    synth_every_evals: int = 0
+    synth_sentences: int = 2
 
 
 @dataclass
@@ -569,6 +573,10 @@ def _check_run(config: RunConfig, errors: list[str]) -> None:
     _positive(errors, "run.log_every", run.log_every)
     _non_negative(errors, "run.activation_stats_every", run.activation_stats_every)
     _positive(errors, "run.non_finite_patience", run.non_finite_patience)
+    _non_negative(errors, "run.synth_every_evals", run.synth_every_evals)
+    _positive(errors, "run.synth_sentences", run.synth_sentences)
+    if run.synth_every_evals and not run.eval_every:
+        errors.append("run.synth_every_evals: synthesis runs after held-out evals; set run.eval_every too")
 
 
 # ------------------------------------------------------------------------------------------ fingerprint
@@ -582,6 +590,7 @@ NOT_MATH = frozenset({
     "train.gradient_checkpointing",
     "run.output_dir", "run.max_steps", "run.eval_every", "run.eval_batches", "run.checkpoint_every",
     "run.keep_last", "run.log_every", "run.activation_stats_every", "run.non_finite_patience", "run.tensorboard",
+    "run.synth_every_evals", "run.synth_sentences",
 })
 
 

@@ -128,6 +128,9 @@ class Trainer:
         wrapper = load_model(config.model.path, attn_implementation=attn)
         model, self.model_summary = prepare_model(wrapper.model, config, self.device_type)
         self.layout = SequenceLayout(wrapper.model.config, wrapper.processor.tokenizer)
+        # The official wrapper around the very network being trained (peft injects LoRA layers in place), so
+        # in-training synthesis hears the current weights through the same generate() users call.
+        self.wrapper = wrapper
         objective = TalkerObjective(model, sub_talker_weight=config.objective.sub_talker_weight,
                                     mask_suppressed_logits=config.objective.mask_suppressed_logits)
         self.fault = install_fault_injection(objective, os.environ[FAULT_ENV]) if os.environ.get(FAULT_ENV) else None
@@ -321,6 +324,33 @@ class Trainer:
         return {"step": self.step, "loss": total[0] / weight, "codebook0_loss": total[1] / weight,
                 "sub_talker_loss": total[2] / weight, "codebook0_accuracy": total[3] / weight, "frames": total[4]}
 
+    def synthesize_to_tensorboard(self) -> None:
+        """Main process: a few Swedish sentences in a held-out voice, logged as audio. Never fails the run."""
+        zero3 = self.is_deepspeed and self.accelerator.state.deepspeed_plugin.zero_stage == 3
+        if zero3 or not self.config.run.tensorboard:
+            if not getattr(self, "_synth_warned", False):
+                self.say("warning: run.synth_every_evals needs TensorBoard and whole weights on one process "
+                         "(not ZeRO-3); skipping in-training synthesis")
+                self._synth_warned = True
+            return
+        if self.main:
+            from ..quality.training_audio import synthesize_for_tensorboard
+
+            writer = self.accelerator.get_tracker("tensorboard", unwrap=True)
+            started = time.time()
+            # Sampling draws from the global RNGs: fork them so a run with synthesis trains exactly like one without.
+            devices = [self.accelerator.device] if self.device_type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                try:
+                    results = synthesize_for_tensorboard(self.wrapper, writer, self.step,
+                                                         shards=self.config.data.shards,
+                                                         max_sentences=self.config.run.synth_sentences)
+                    self.say(f"step {self.step}: synthesised {len(results)} sentence(s) for TensorBoard in "
+                             f"{time.time() - started:.1f} s")
+                except Exception as error:  # a synthesis problem must not cost the training run
+                    self.say(f"warning: in-training synthesis failed at step {self.step}: {error}")
+        self.accelerator.wait_for_everyone()
+
     # ------------------------------------------------------------------------------------------ checkpoints
     def save(self) -> Path:
         rank = self.accelerator.process_index
@@ -417,6 +447,9 @@ class Trainer:
                 self.last_eval = self.evaluate()
                 accelerator.log({f"eval/{k}": v for k, v in self.last_eval.items() if k != "step"}, step=self.step)
                 self.say(f"step {self.step}: eval loss {self.last_eval['loss']:.4f}")
+                evals_done = self.step // config.run.eval_every
+                if config.run.synth_every_evals and evals_done % config.run.synth_every_evals == 0:
+                    self.synthesize_to_tensorboard()
             stop_now = not self._all(not self.stop_requested)
             if self.step % config.run.checkpoint_every == 0 or self.step == self.max_steps or stop_now:
                 path = self.save()
