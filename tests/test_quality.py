@@ -76,6 +76,29 @@ def test_speaker_similarity_of_a_voice_with_itself_is_one_and_with_another_voice
     assert different < same - 1e-3
 
 
+def test_speaker_model_folder_can_be_an_xvector_verifier(tmp_path):
+    """--speaker-model: a transformers AudioXVector folder (random tiny WavLM here) instead of the model's encoder."""
+    import torch
+    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMForXVector
+
+    from qwen_swe.quality.speaker import XVectorEmbedder, load_speaker_embedder, speaker_similarity
+    from qwen_swe.tiny import calibration_audio
+
+    torch.manual_seed(0)
+    WavLMForXVector(WavLMConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=8,
+                                num_conv_pos_embedding_groups=2, tdnn_dim=(16, 16), tdnn_kernel=(3, 1),
+                                tdnn_dilation=(1, 1), xvector_output_dim=8)).save_pretrained(tmp_path)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0).save_pretrained(tmp_path)
+    embedder = load_speaker_embedder(tmp_path)
+    assert isinstance(embedder, XVectorEmbedder)
+    voice = calibration_audio(seed=123, seconds=2.0)
+    assert speaker_similarity(embedder, (voice, 24000), (voice.copy(), 24000)) == pytest.approx(1.0, abs=1e-6)
+    assert speaker_similarity(embedder, (voice, 24000), (calibration_audio(seed=5, seconds=4.0)[::2], 24000)) < 0.999
+    with pytest.raises(ValueError, match="no config.json"):
+        load_speaker_embedder(tmp_path / "missing")
+
+
 def test_audio_stats_on_known_signals():
     rate = 24000
     t = np.arange(rate) / rate
@@ -238,6 +261,18 @@ def test_eval_end_to_end_on_a_tiny_model(swedish_wrapper, tiny_asr, tmp_path):
     events = EventAccumulator(str(out / "tb"), size_guidance={"audio": 0}).Reload()
     assert {"eval/heldout_loss", "eval/wer", "eval/eos_runaway_rate"} <= set(events.Tags()["scalars"])
     assert len(events.Tags()["audio"]) == 2
+
+    # the training hook: a held-out voice says a fixed sentence, logged as audio at the given step
+    from torch.utils.tensorboard import SummaryWriter
+
+    from qwen_swe.quality.training_audio import synthesize_for_tensorboard
+
+    with SummaryWriter(str(tmp_path / "train_tb")) as writer:
+        (result,) = synthesize_for_tensorboard(wrapper, writer, step=7, sentences=["Hej!"], shards=shards,
+                                               settings=SamplingSettings(max_new_tokens=3))
+    logged = EventAccumulator(str(tmp_path / "train_tb"), size_guidance={"audio": 0}).Reload()
+    assert logged.Tags()["audio"] == [f"synthesis/000_{result.voice}"]
+    assert [e.step for e in logged.Scalars("synthesis/eos_runaway_rate")] == [7]
 
 
 def test_synth_command_custom_voice_and_its_errors(tiny_custom, tmp_path):
