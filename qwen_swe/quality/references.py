@@ -9,6 +9,7 @@ does not count against the model.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,26 +56,29 @@ def heldout_references(wrapper: Any, shards: str | Path, split: str = "eval", sp
 
     index = ShardIndex(shards, split)
     reader = _MemberReader()
-    best: dict[str, tuple[int, str, Any]] = {}
+    references = []
     try:
+        # Only each sample's small JSON member is read to learn its speaker; lengths come from the entry lists.
+        longest: dict[str, tuple[int, str, Any, dict]] = {}
         for shard in index.shards:
             for entry in sorted(shard.entries, key=lambda e: e["key"]):
-                members = {name: reader.read(shard.path, offset, size)
-                           for name, (offset, size) in entry["members"].items()}
-                sample = decode_sample(entry["key"], members, index.xvector_dim)
-                speaker = str(sample.meta.get("speaker") or sample.key)
-                frames = int(sample.codes.shape[0])
-                if speaker not in best or frames > best[speaker][0]:
-                    best[speaker] = (frames, sample.key, sample)
+                offset, size = entry["members"]["json"]
+                meta = json.loads(reader.read(shard.path, offset, size).decode("utf-8"))
+                speaker = str(meta.get("speaker") or entry["key"])
+                frames = int(entry.get("frames") or 0)
+                if speaker not in longest or frames > longest[speaker][0]:
+                    longest[speaker] = (frames, entry["key"], shard, entry)
+        names = sorted(longest)[:speakers] if speakers > 0 else sorted(longest)
+        for name in names:
+            _, key, shard, entry = longest[name]
+            members = {member: reader.read(shard.path, offset, size)
+                       for member, (offset, size) in entry["members"].items()}
+            sample = decode_sample(key, members, index.xvector_dim)
+            codes = torch.from_numpy(sample.codes.astype(np.int64))
+            wavs, rate = wrapper.model.speech_tokenizer.decode([{"audio_codes": codes}])
+            references.append(Reference(speaker=name, key=key, text=sample.text, codes=codes,
+                                        xvector=torch.from_numpy(sample.xvector), wav=np.asarray(wavs[0], np.float32),
+                                        sample_rate=int(rate)))
     finally:
         reader.close()
-    names = sorted(best)[:speakers] if speakers > 0 else sorted(best)
-    references = []
-    for name in names:
-        sample = best[name][2]
-        codes = torch.from_numpy(sample.codes.astype(np.int64))
-        wavs, rate = wrapper.model.speech_tokenizer.decode([{"audio_codes": codes}])
-        references.append(Reference(speaker=name, key=sample.key, text=sample.text, codes=codes,
-                                    xvector=torch.from_numpy(sample.xvector), wav=np.asarray(wavs[0], np.float32),
-                                    sample_rate=int(rate)))
     return references
