@@ -94,7 +94,7 @@ def synthesis_metrics(config: EvalConfig, wrapper: Any, sentences: list[str], ou
 
     voices, by_voice, references = _voices(config, wrapper, say)
     embedder = None
-    if config.speaker_model or config.mode != "custom":
+    if config.mode != "custom":  # a named voice has no reference clip to be similar to
         embedder = load_speaker_embedder(config.speaker_model or wrapper)
     results: list[Synthesis] = []
     for voice in voices:
