@@ -583,9 +583,10 @@ def _eval_options(command):
                      "TensorBoard."),
         click.option("--step", type=int, default=0, show_default=True, help="TensorBoard step of the scalars."),
     ]
+    command = _sampling_options(command)  # listed after the evaluation options in --help
     for option in reversed(options):
         command = option(command)
-    return _sampling_options(command)
+    return command
 
 
 def _eval_config(model_dir: str, out: str, options: dict, progress: bool):
