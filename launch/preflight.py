@@ -66,11 +66,12 @@ def read_accelerate_config(path: Path, ds_override: Optional[str]) -> tuple[Any,
                                  f"{config.distributed_type}); pick a DeepSpeed accelerate config or unset DS_CONFIG")
         return config, None
     ds_file = Path(ds_override or (config.deepspeed_config or {}).get("deepspeed_config_file", ""))
+    given = ds_file
     if not ds_file.is_absolute() and not ds_file.is_file():
         ds_file = REPO / ds_file  # the accelerate configs name ds_configs/... relative to the repository
     if not ds_file.is_file():
         source = "DS_CONFIG" if ds_override else f"{path}: deepspeed_config.deepspeed_config_file"
-        raise PreflightError(f"{source}: DeepSpeed config {str(ds_file)!r} not found (relative paths are taken "
+        raise PreflightError(f"{source}: DeepSpeed config {str(given)!r} not found (relative paths are taken "
                              "from the current directory, then from the repository)")
     try:
         return config, {"path": str(ds_file.resolve()), **json.loads(ds_file.read_text())}
