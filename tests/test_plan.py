@@ -72,7 +72,7 @@ def test_lora_trainable_count_matches_model_setup():
     from qwen_swe.train.model_setup import apply_lora
 
     config = model_config_dict("0.6b", tiny=True)
-    model = instantiate(config, device="cpu")
+    model = instantiate(config)
     model.requires_grad_(True)
     peft_model, _ = apply_lora(model, LoraSection(r=8))
     for name, parameter in peft_model.named_parameters():
