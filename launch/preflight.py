@@ -40,6 +40,7 @@ class Findings:
     plan: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    memory: str = ""  # qwen-swe plan's estimate
     launch_args: list[str] = field(default_factory=list)
 
     def add(self, label: str, text: str) -> None:
@@ -197,6 +198,38 @@ def check_run(run_config: Optional[str], preset: Optional[str], overrides: list[
     return config
 
 
+# ------------------------------------------------------------------------------------------ memory plan
+PLAN_HOSTS = {"hemma": "r9700-32gb", "h100": "h100-80gb", "multinode": "h100-80gb"}
+
+
+def memory_plan(run: Any, ds: Optional[dict], host: str, per_host: int, machines: int, found: Findings) -> None:
+    """`qwen-swe plan`'s estimate for this run config on this host shape, printed after the plan; a setup that does
+    not fit only warns (the estimate is an estimate), with the planner's cheapest fix."""
+    from qwen_swe.plan import HOSTS, Settings, estimate, recommend, render, resolve_shape
+
+    zero = (ds or {}).get("zero_optimization", {})
+    offload = "optimizer+params" if "offload_param" in zero else "optimizer" if "offload_optimizer" in zero else "none"
+    precision = run.train.precision if ds is None else \
+        ("bf16-mixed" if ds.get("bf16", {}).get("enabled") else "fp32")  # DeepSpeed: bf16 weights, fp32 master
+    settings = Settings(
+        gpus_per_host=per_host, hosts=machines, zero=int(zero.get("stage", 0)), offload=offload,
+        precision=precision, optimizer=run.optim.name if run.optim.name in ("adamw", "adamw_8bit") else "adamw",
+        mode=run.train.mode, lora_rank=run.train.lora.r, gradient_checkpointing=run.train.gradient_checkpointing,
+        freeze_text_embedding=any("text_embedding" in pattern for pattern in run.train.freeze),
+        frame_budget=run.data.frame_budget)
+    try:
+        shape = resolve_shape(run.model.path)
+        result = estimate(shape, settings, HOSTS[PLAN_HOSTS[host]])
+        advice = None if result.fits else recommend(shape, settings, HOSTS[PLAN_HOSTS[host]])
+    except ValueError as error:  # a model folder the planner cannot read must not block a launch
+        found.warnings.append(f"no memory plan: {error}")
+        return
+    found.memory = render(result, advice)
+    if not result.fits:
+        found.warnings.append(f"the memory plan says this run does not fit on {PLAN_HOSTS[host]}; see its advice "
+                              "above (qwen-swe plan --help)")
+
+
 # ------------------------------------------------------------------------------------------ command
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--host", type=click.Choice(sorted(EXPECTED_BUILD)), required=True)
@@ -260,6 +293,7 @@ def main(host: str, accelerate_config: str, run_config: Optional[str], preset: O
             found.warnings.append(warning)
         if ds is not None and run.train.precision != "fp32":
             found.add("precision", "from the DeepSpeed config (train.precision is ignored under DeepSpeed)")
+        memory_plan(run, ds, host, total // machines, machines, found)
     report(found)
     if found.errors:
         raise SystemExit(2)
@@ -272,6 +306,9 @@ def report(found: Findings) -> None:
     click.echo("qwen-swe launch plan")
     for label, text in found.plan:
         click.echo(f"  {label.ljust(width)}  {text}")
+    if found.memory:
+        click.echo("memory plan (qwen-swe plan, per GPU and per host):")
+        click.echo("\n".join(f"  {line}" for line in found.memory.splitlines()))
     for warning in found.warnings:
         click.echo(f"warning: {warning}", err=True)
     for error in found.errors:

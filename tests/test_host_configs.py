@@ -86,15 +86,19 @@ def test_hemma_without_a_gpu_fails_naming_every_problem(run_config):
 
 
 def test_hemma_dry_run_on_cpu_prints_the_plan_and_the_command(run_config):
-    result = script("hemma.sh", run_config, "optim.lr=1e-4", "--allow-changes", "optim.lr",
+    result = script("hemma.sh", run_config, "optim.lr=1e-4", "--allow-changes", "optim.lr", "data.frame_budget=200000",
                     QWEN_SWE_ALLOW_CPU="1", DRY_RUN="1")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "warning: no GPU visible" in result.stderr
     assert "hemma_r9700.yaml: NO, 1 process(es)" in out and "attention   sdpa" in out
     assert "adamw, lr 0.0001" in out  # overrides reach the resolved config
+    # qwen-swe plan's estimate for Hemma's card: this frame budget does not fit, which warns and advises
+    assert "memory plan" in out and "of 32 GB: does NOT fit" in out and "recommendation:" in out
+    assert "does not fit on r9700-32gb" in result.stderr
     command = out.split("command:")[1]
-    assert f"--config {run_config}" in command and "--resume auto optim.lr=1e-4 --allow-changes optim.lr" in command
+    assert f"--config {run_config}" in command
+    assert "--resume auto optim.lr=1e-4 --allow-changes optim.lr data.frame_budget=200000" in command
     assert "DRY_RUN=1: not launching" in out
 
 
@@ -104,6 +108,7 @@ def test_h100_picks_the_zero_config_and_process_count_and_checks_the_run_config(
     assert "needs a CUDA build" in result.stderr
     assert "h100_x8_zero3.yaml: DEEPSPEED, 4 process(es)" in result.stdout and "ZeRO-3, bf16" in result.stdout
     assert "--num_processes 4" in result.stdout and "--deepspeed_config_file" in result.stdout
+    assert "h100-80gb, 1 host(s) x 4 device(s), DeepSpeed ZeRO-3" in result.stdout  # the memory plan's setup
 
 
 def test_multinode_takes_rank_and_rendezvous_from_the_environment(run_config):
@@ -116,6 +121,7 @@ def test_multinode_takes_rank_and_rendezvous_from_the_environment(run_config):
     out = result.stdout
     assert "multinode 2 of 3" in out and "24 process(es) on 3 host(s), 8 here, rendezvous 192.0.2.7:29611" in out
     assert "multinode_node1.yaml" in out  # hosts above 1 reuse the node1 file with their own rank
+    assert "3 host(s) x 8 device(s), DeepSpeed ZeRO-3" in out
     for expected in ("--num_processes 24", "--num_machines 3", "--machine_rank 2", "--main_process_ip 192.0.2.7",
                      "--main_process_port 29611", "zero3.json"):
         assert expected in out.split("command:")[1], expected
