@@ -108,7 +108,7 @@ def synthesis_metrics(config: EvalConfig, wrapper: Any, sentences: list[str], ou
         reference = info["reference"]
         if embedder is not None and reference is not None:
             if result.voice not in reference_embeddings:
-                reference_embeddings[result.voice] = embedder.embed(reference.wav, reference.sample_rate)
+                reference_embeddings[result.voice] = embedder.embed(*reference.audio())
             from .speaker import cosine_similarity
 
             record["speaker_similarity"] = cosine_similarity(reference_embeddings[result.voice],
@@ -159,7 +159,8 @@ def _write_references(folder: Path, references: list) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for reference in references:
         name = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in reference.speaker)
-        sf.write(folder / f"{name}.wav", np.clip(reference.wav, -1, 1), reference.sample_rate, subtype="PCM_16")
+        wav, rate = reference.audio()
+        sf.write(folder / f"{name}.wav", np.clip(wav, -1, 1), rate, subtype="PCM_16")
 
 
 def headline_metrics(heldout: Optional[dict[str, Any]], synthesis: Optional[dict[str, Any]]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Reference voices for synthesis metrics, taken from the held-out (eval) split of a shard folder.
 
-Shards carry codes, x-vectors and text but no audio. For each held-out speaker (sorted by name, the first N) the
-longest clip is the reference: its stored x-vector conditions x-vector cloning, its codes and transcript condition
+Shards carry codes, x-vectors and text but no audio. For each held-out speaker (sorted by name, those absent from the
+train split first, the first N) the longest clip is the reference: its stored x-vector conditions x-vector cloning, its codes and transcript condition
 ICL cloning, and its codes decoded with the model's own codec give the reference waveform that speaker similarity
 and the speaking rate are measured on. Decoding both sides through the same codec means the codec's own colouring
 does not count against the model.
@@ -10,9 +10,9 @@ does not count against the model.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -26,16 +26,23 @@ class Reference:
     text: str
     codes: Any  # torch tensor [frames, 16]
     xvector: Any  # torch tensor [hidden]
-    wav: np.ndarray
-    sample_rate: int
+    codec: Any = field(default=None, repr=False)  # the model's speech tokenizer, which decodes `codes`
+    _audio: Optional[tuple[np.ndarray, int]] = field(default=None, repr=False)
 
     @property
     def seconds(self) -> float:
         return float(self.codes.shape[0]) / FRAMES_PER_SECOND
 
+    def audio(self) -> tuple[np.ndarray, int]:
+        """The clip as (waveform, rate), decoded once on first use (pace and cloning need only codes and x-vector)."""
+        if self._audio is None:
+            wavs, rate = self.codec.decode([{"audio_codes": self.codes}])
+            self._audio = (np.asarray(wavs[0], dtype=np.float32), int(rate))
+        return self._audio
+
     def voice(self, mode: str) -> Voice:
-        return Voice(mode=mode, label=self.speaker, ref_audio=(self.wav, self.sample_rate), ref_text=self.text,
-                     xvector=self.xvector, ref_codes=self.codes if mode == "icl" else None)
+        return Voice(mode=mode, label=self.speaker, ref_text=self.text, xvector=self.xvector,
+                     ref_codes=self.codes if mode == "icl" else None)
 
 
 def spoken_characters(text: str) -> int:
@@ -47,8 +54,17 @@ def seconds_per_character(reference: Reference) -> float:
     return reference.seconds / max(1, spoken_characters(reference.text))
 
 
+def _split_speakers(shards: str | Path, split: str) -> list[str]:
+    """Speakers of a split as index.json's build statistics list them (empty when the index has none)."""
+    from ..data.shard_format import INDEX_NAME
+
+    index = json.loads((Path(shards) / INDEX_NAME).read_text(encoding="utf-8"))
+    return list(((index.get("stats") or {}).get(split) or {}).get("speakers") or {})
+
+
 def heldout_references(wrapper: Any, shards: str | Path, split: str = "eval", speakers: int = 4) -> list[Reference]:
-    """One reference per held-out speaker (the first `speakers` by name; 0 = all)."""
+    """One reference per held-out speaker (the first `speakers` by name, speakers absent from the train split
+    first; 0 = all)."""
     import torch
 
     from ..data.shard_format import decode_sample
@@ -68,17 +84,19 @@ def heldout_references(wrapper: Any, shards: str | Path, split: str = "eval", sp
                 frames = int(entry.get("frames") or 0)
                 if speaker not in longest or frames > longest[speaker][0]:
                     longest[speaker] = (frames, entry["key"], shard, entry)
-        names = sorted(longest)[:speakers] if speakers > 0 else sorted(longest)
+        # Speakers the model never trained on first: an eval split may also hold utterances of training speakers.
+        trained = set(_split_speakers(shards, "train"))
+        ranked = sorted(longest, key=lambda name: (name in trained, name))
+        names = ranked[:speakers] if speakers > 0 else ranked
         for name in names:
             _, key, shard, entry = longest[name]
             members = {member: reader.read(shard.path, offset, size)
                        for member, (offset, size) in entry["members"].items()}
             sample = decode_sample(key, members, index.xvector_dim)
-            codes = torch.from_numpy(sample.codes.astype(np.int64))
-            wavs, rate = wrapper.model.speech_tokenizer.decode([{"audio_codes": codes}])
-            references.append(Reference(speaker=name, key=key, text=sample.text, codes=codes,
-                                        xvector=torch.from_numpy(sample.xvector), wav=np.asarray(wavs[0], np.float32),
-                                        sample_rate=int(rate)))
+            references.append(Reference(speaker=name, key=key, text=sample.text,
+                                        codes=torch.from_numpy(sample.codes.astype(np.int64)),
+                                        xvector=torch.from_numpy(sample.xvector),
+                                        codec=wrapper.model.speech_tokenizer))
     finally:
         reader.close()
     return references
