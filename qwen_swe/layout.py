@@ -23,18 +23,54 @@ Layouts (named as inference uses them):
 Labels: each position's codebook-0 label is the NEXT frame (one shift, nothing shifted again later); the position
 fed the last target frame is labelled EOS. The sub-talker of target frame t is fed the hidden state of the position
 whose label is frame t, i.e. the position that predicted its codebook 0.
+
+A sample is built from whole arrays (one segment per run of positions that share a rule), not position by position:
+the data loader lays out every training sample, so this is on the hot path. tests/layout_reference.py keeps the
+position-by-position version the arrays must equal exactly.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+import numpy as np
 import torch
 
 LAYOUTS = ("non_streaming", "streaming", "icl", "icl_non_streaming")
 IGNORE = -100
 NUM_CODEBOOK_ENTRIES = 2048  # codes 0..2047 of every codebook; codec rows above are specials
+
+
+def target_prompt(text: str) -> str:
+    """The string generate() tokenizes for a target text (its ids are then sliced: see `target_text_ids`)."""
+    return f"<|im_start|>assistant\n{text}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def reference_prompt(text: str) -> str:
+    """The string generate() tokenizes for an ICL reference transcript (sliced in `reference_text_ids`)."""
+    return f"<|im_start|>assistant\n{text}<|im_end|>\n"
+
+
+def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
+    """Token ids of a prompt string, as qwen_tts tokenizes it (no special tokens added)."""
+    return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """What stored prompt ids depend on: the tokenizer's full definition (vocabulary, merges, added tokens,
+    normalisation) and the two prompt templates. Shards record it; ids made under another fingerprint are not used."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # a fast tokenizer serialises everything that decides its output
+        definition = backend.to_str()
+    else:
+        import json
+
+        definition = json.dumps([type(tokenizer).__name__, sorted(tokenizer.get_vocab().items())])
+    digest = hashlib.sha256(definition.encode("utf-8"))
+    digest.update((target_prompt("{text}") + reference_prompt("{text}")).encode("utf-8"))
+    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -50,6 +86,11 @@ class Sample:
     speaker_mel: Optional[torch.Tensor] = None  # [frames, 128] mel of a reference; encoded in the objective
     ref_text: Optional[str] = None  # ICL reference transcript (same speaker)
     ref_codes: Optional[torch.Tensor] = None  # ICL reference codes [R, 16]
+    # Token ids of target_prompt(text) / reference_prompt(ref_text), stored by `qwen-swe shards build` so the reader
+    # need not tokenize; used only when `tokenizer_fingerprint` equals the layout's (otherwise the text is tokenized).
+    prompt_ids: Optional[Sequence[int]] = None
+    ref_prompt_ids: Optional[Sequence[int]] = None
+    tokenizer_fingerprint: Optional[str] = None
 
 
 @dataclass
@@ -153,25 +194,44 @@ class SequenceLayout:
         self.tts_pad = int(config.tts_pad_token_id)
         self.tts_bos = int(config.tts_bos_token_id)
         self.tts_eos = int(config.tts_eos_token_id)
+        self._tokenizer_fingerprint: Optional[str] = None
+        self._prefixes: dict[tuple, tuple[np.ndarray, np.ndarray, int]] = {}
 
     # ----------------------------------------------------------------------------------------- tokenization
-    def target_text_ids(self, text: str) -> tuple[list[int], list[int]]:
-        """(role ids, text ids) exactly as generate() slices `<|im_start|>assistant\\n{text}<|im_end|>\\n...`."""
-        ids = self._encode(f"<|im_start|>assistant\n{text}<|im_end|>\n<|im_start|>assistant\n")
+    @property
+    def tokenizer_fingerprint(self) -> str:
+        """`tokenizer_fingerprint(self.tokenizer)`, computed on first use (serialising a tokenizer takes ~1 s)."""
+        if self._tokenizer_fingerprint is None:
+            self._tokenizer_fingerprint = tokenizer_fingerprint(self.tokenizer)
+        return self._tokenizer_fingerprint
+
+    def target_text_ids(self, text: str, stored: Optional[Sequence[int]] = None) -> tuple[list[int], list[int]]:
+        """(role ids, text ids) exactly as generate() slices `<|im_start|>assistant\\n{text}<|im_end|>\\n...`.
+
+        `stored`: the ids of target_prompt(text) made earlier by the same tokenizer (the caller vouches for that).
+        """
+        ids = list(stored) if stored is not None else prompt_ids(self.tokenizer, target_prompt(text))
         return ids[:3], ids[3:-5]
 
-    def reference_text_ids(self, text: str) -> list[int]:
+    def reference_text_ids(self, text: str, stored: Optional[Sequence[int]] = None) -> list[int]:
         """Reference transcript ids as generate() slices `<|im_start|>assistant\\n{ref}<|im_end|>\\n`."""
-        return self._encode(f"<|im_start|>assistant\n{text}<|im_end|>\n")[3:-2]
+        ids = list(stored) if stored is not None else prompt_ids(self.tokenizer, reference_prompt(text))
+        return ids[3:-2]
 
-    def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    def _prompt_arrays(self, sample: Sample, reference: bool = False) -> np.ndarray:
+        """The sample's prompt ids as int64: the stored ones when they were made by this tokenizer, else tokenized."""
+        stored = sample.ref_prompt_ids if reference else sample.prompt_ids
+        if stored is None or sample.tokenizer_fingerprint != self.tokenizer_fingerprint:
+            text = sample.ref_text if reference else sample.text
+            stored = prompt_ids(self.tokenizer, reference_prompt(text) if reference else target_prompt(text))
+        return np.asarray(stored, dtype=np.int64)
 
     # ----------------------------------------------------------------------------------------- validation
     def _fail(self, sample: Sample, field_name: str, problem: str) -> ValueError:
         return ValueError(f"sample {sample.key!r}: field {field_name!r}: {problem}")
 
-    def _check_codes(self, sample: Sample, codes: Any, field_name: str) -> torch.Tensor:
+    def _check_codes(self, sample: Sample, codes: Any, field_name: str) -> tuple[torch.Tensor, np.ndarray]:
+        """The codes as a long tensor and as a numpy view of it (labels are built in numpy)."""
         if not isinstance(codes, torch.Tensor):
             raise self._fail(sample, field_name, f"expected a tensor of codec codes, got {type(codes).__name__}")
         if codes.dim() != 2 or codes.shape[1] != self.num_code_groups or codes.shape[0] < 1:
@@ -182,10 +242,13 @@ class SequenceLayout:
             )
         if codes.dtype.is_floating_point:
             raise self._fail(sample, field_name, f"expected integer codes, got {codes.dtype}")
-        low, high = int(codes.min()), int(codes.max())
-        if low < 0 or high >= NUM_CODEBOOK_ENTRIES:
+        codes = codes.long()
+        array = _numpy(codes)
+        # one reduction: as unsigned 64-bit numbers, negative codes are huge, so the maximum alone decides
+        if int(array.view(np.uint64).max()) >= NUM_CODEBOOK_ENTRIES:
+            low, high = int(array.min()), int(array.max())
             raise self._fail(sample, field_name, f"codes must lie in 0..{NUM_CODEBOOK_ENTRIES - 1}, found {low}..{high}")
-        return codes.long()
+        return codes, array
 
     def _language_row(self, sample: Sample) -> Optional[int]:
         language = (sample.language or "").lower()
@@ -209,37 +272,73 @@ class SequenceLayout:
 
     # ----------------------------------------------------------------------------------------- building
     def build(self, sample: Sample, layout: str) -> LaidOut:
+        """Lay one sample out. Every position is (text id, codec row or -1, frame index or -1); the runs are:
+
+        role ids | codec prefix (think tags, language) | speaker slot | tts_bos on codec pad | layout body, whose
+        last `frames` positions are the target frames; the labels follow from that alone (see `_labels`).
+        """
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
         if not isinstance(sample.text, str) or not sample.text.strip():
             raise self._fail(sample, "text", "empty text; every sample needs a transcript")
-        target = self._check_codes(sample, sample.codes, "codes")
+        target, target_array = self._check_codes(sample, sample.codes, "codes")
         language_row = self._language_row(sample)
-        role_ids, text_ids = self.target_text_ids(sample.text)
-        if not text_ids:
+        ids = self._prompt_arrays(sample)
+        role_ids, text_ids = ids[:3], ids[3:-5]
+        if not text_ids.size:
             raise self._fail(sample, "text", "tokenizes to nothing")
-
-        text: list[int] = []
-        codec: list[int] = []
-        frame: list[int] = []
-
-        def put(text_id: int, codec_id: int = -1, frame_id: int = -1) -> None:
-            text.append(text_id)
-            codec.append(codec_id)
-            frame.append(frame_id)
-
-        # <|im_start|>assistant\n : text only.
-        for token in role_ids:
-            put(token)
-        # Codec prefix: think tags (+ language), speaker slot, pad; text channel tts_pad..., tts_bos on the pad.
-        if language_row is None:
-            prefix = [self.codec_nothink, self.codec_think_bos, self.codec_think_eos]
-        else:
-            prefix = [self.codec_think, self.codec_think_bos, language_row, self.codec_think_eos]
-        for row in prefix:
-            put(self.tts_pad, row)
-        speaker_position = -1
         xvector = self._speaker_vector(sample)
+        prefix_text, prefix_codec, speaker_position = self._prefix(sample, role_ids, language_row, xvector)
+
+        count = target.shape[0]
+        if layout in ("icl", "icl_non_streaming"):
+            frames, first_target, body = self._icl(sample, layout, text_ids, target, count)
+        else:
+            frames, first_target = target, 0
+            if layout == "non_streaming":  # all text on codec pad, tts_eos, tts_pad on codec bos, then frames
+                body_text = np.concatenate((text_ids, (self.tts_eos, self.tts_pad), np.full(count, self.tts_pad)))
+                body_codec = np.concatenate((np.full(text_ids.size + 1, self.codec_pad), (self.codec_bos,),
+                                             np.full(count, -1)))
+                body_frame = np.concatenate((np.full(text_ids.size + 2, -1), np.arange(count)))
+            else:  # streaming: first token on codec bos, the rest (then tts_eos) trails along the frames
+                trailing = np.concatenate((text_ids[1:], (self.tts_eos,)))
+                body_text = np.concatenate((text_ids[:1], self._fit(trailing, count)))
+                body_codec = np.concatenate(((self.codec_bos,), np.full(count, -1)))
+                body_frame = np.arange(-1, count)
+            body = (body_text, body_codec, body_frame)
+
+        text = np.concatenate((prefix_text, body[0]))
+        length = text.size
+        if length > self.max_positions:
+            raise self._fail(
+                sample, "text",
+                f"sequence of {length} positions exceeds the talker's limit of {self.max_positions}; "
+                "shorten the text or the audio (or the ICL reference)",
+            )
+        labels, sub_positions = self._labels(length, target_array[:, 0])
+        return LaidOut(
+            key=sample.key,
+            text_ids=torch.from_numpy(text.astype(np.int64, copy=False)),
+            codec_ids=torch.from_numpy(np.concatenate((prefix_codec, body[1])).astype(np.int64, copy=False)),
+            frame_ids=torch.from_numpy(np.concatenate((np.full(prefix_text.size, -1), body[2]))),
+            frames=frames,
+            speaker_position=speaker_position,
+            labels=torch.from_numpy(labels),
+            sub_positions=torch.from_numpy(sub_positions),
+            sub_frames=torch.from_numpy(np.arange(first_target, first_target + count, dtype=np.int64)),
+            xvector=xvector,
+            speaker_mel=sample.speaker_mel if xvector is None else None,
+        )
+
+    def _prefix(self, sample: Sample, role_ids: np.ndarray, language_row: Optional[int],
+                xvector: Optional[torch.Tensor]) -> tuple[np.ndarray, np.ndarray, int]:
+        """(text, codec, speaker position) of the positions before the layout body; none of them holds a frame.
+
+        Role ids (text only), then the codec prefix on tts_pad: think tags (+ language), the speaker slot (a named
+        speaker row, or an empty codec channel the objective fills with the x-vector / mel embedding), then tts_bos
+        on codec pad. The same few prefixes recur, so they are cached.
+        """
+        speaker_row = None
         if sample.speaker:
             name = sample.speaker.lower()
             if name not in self.speaker_ids:
@@ -247,47 +346,26 @@ class SequenceLayout:
                     sample, "speaker",
                     f"unknown speaker {sample.speaker!r}; known: {', '.join(sorted(self.speaker_ids)) or 'none'}",
                 )
-            put(self.tts_pad, self.speaker_ids[name])
-        elif xvector is not None or sample.speaker_mel is not None:
-            speaker_position = len(text)
-            put(self.tts_pad)  # codec channel filled with the speaker embedding by the objective
-        put(self.tts_bos, self.codec_pad)
-
-        if layout in ("icl", "icl_non_streaming"):
-            frames, first_target = self._icl(sample, layout, text_ids, target, put)
-        else:
-            frames, first_target = target, 0
-            if layout == "non_streaming":
-                for token in text_ids:
-                    put(token, self.codec_pad)
-                put(self.tts_eos, self.codec_pad)
-                put(self.tts_pad, self.codec_bos)
-                trailing: list[int] = []
+            speaker_row = self.speaker_ids[name]
+        slot = speaker_row is None and (xvector is not None or sample.speaker_mel is not None)
+        key = (tuple(role_ids.tolist()), language_row, speaker_row, slot)
+        cached = self._prefixes.get(key)
+        if cached is None:
+            if language_row is None:
+                rows = [self.codec_nothink, self.codec_think_bos, self.codec_think_eos]
             else:
-                put(text_ids[0], self.codec_bos)
-                trailing = text_ids[1:] + [self.tts_eos]
-            self._target_frames(target.shape[0], 0, trailing, put)
-
-        labels, sub_positions, sub_frames = self._labels(len(text), frame, frames, first_target)
-        if len(text) > self.max_positions:
-            raise self._fail(
-                sample, "text",
-                f"sequence of {len(text)} positions exceeds the talker's limit of {self.max_positions}; "
-                "shorten the text or the audio (or the ICL reference)",
-            )
-        return LaidOut(
-            key=sample.key,
-            text_ids=torch.tensor(text, dtype=torch.long),
-            codec_ids=torch.tensor(codec, dtype=torch.long),
-            frame_ids=torch.tensor(frame, dtype=torch.long),
-            frames=frames,
-            speaker_position=speaker_position,
-            labels=labels,
-            sub_positions=sub_positions,
-            sub_frames=sub_frames,
-            xvector=xvector,
-            speaker_mel=sample.speaker_mel if xvector is None else None,
-        )
+                rows = [self.codec_think, self.codec_think_bos, language_row, self.codec_think_eos]
+            if speaker_row is not None:
+                rows.append(speaker_row)
+            elif slot:
+                rows.append(-1)
+            text = list(key[0]) + [self.tts_pad] * len(rows) + [self.tts_bos]
+            codec = [-1] * len(key[0]) + rows + [self.codec_pad]
+            speaker_position = len(text) - 2 if slot else -1
+            cached = (np.array(text, dtype=np.int64), np.array(codec, dtype=np.int64), speaker_position)
+            if len(self._prefixes) < 256:
+                self._prefixes[key] = cached
+        return cached
 
     def _speaker_vector(self, sample: Sample) -> Optional[torch.Tensor]:
         if sample.xvector is None:
@@ -302,102 +380,111 @@ class SequenceLayout:
                 f"expected a speaker embedding of size {self.hidden_size} (the talker's hidden size), "
                 f"got shape {list(vector.shape)}; was it made by another model size's speaker encoder?",
             )
-        if not torch.isfinite(vector).all():
+        vector = vector.float()
+        if not np.isfinite(_numpy(vector)).all():
             raise self._fail(sample, "xvector", "contains NaN or inf")
         if sample.speaker:
             raise self._fail(sample, "speaker", "give either a named speaker or an x-vector, not both")
-        return vector.float()
+        return vector
 
-    def _icl(self, sample: Sample, layout: str, text_ids: list[int], target: torch.Tensor, put) -> tuple:
+    def _icl(self, sample: Sample, layout: str, text_ids: np.ndarray, target: torch.Tensor, count: int) -> tuple:
+        """Reference text + target text (+ tts_eos) against [codec bos, reference frames], then the target frames.
+
+        Frame indices run over [reference frames, target frames], so the codec side of everything after the codec
+        prefix is [bos, frame 0, frame 1, ...] whichever ICL layout it is.
+        """
         if not sample.ref_text or not sample.ref_text.strip():
             raise self._fail(sample, "ref_text", "the ICL layout needs the reference utterance's transcript")
         if sample.ref_codes is None:
             raise self._fail(sample, "ref_codes", "the ICL layout needs the reference utterance's codec codes")
-        reference = self._check_codes(sample, sample.ref_codes, "ref_codes")
+        reference, _ = self._check_codes(sample, sample.ref_codes, "ref_codes")
         frames = torch.cat([reference, target], dim=0)
-        prompt_text = self.reference_text_ids(sample.ref_text) + text_ids + [self.tts_eos]
-        # codec side of the prompt: bos, then the reference frames
-        prompt_codec = [(self.codec_bos, -1)] + [(-1, i) for i in range(reference.shape[0])]
-        if layout == "icl_non_streaming":
-            for token in prompt_text:
-                put(token, self.codec_pad)
-            for row, frame_id in prompt_codec:
-                put(self.tts_pad, row, frame_id)
-            trailing: list[int] = []
-        else:
-            overlap = min(len(prompt_text), len(prompt_codec))
-            for i, (row, frame_id) in enumerate(prompt_codec):
-                put(prompt_text[i] if i < overlap else self.tts_pad, row, frame_id)
-            trailing = prompt_text[len(prompt_codec):]
-        self._target_frames(target.shape[0], reference.shape[0], trailing, put)
-        return frames, reference.shape[0]
+        references = reference.shape[0]
+        ref_ids = self._prompt_arrays(sample, reference=True)[3:-2]
+        prompt_text = np.concatenate((ref_ids, text_ids, (self.tts_eos,)))
+        codec_side = np.concatenate(((self.codec_bos,), np.full(references + count, -1)))
+        frame_side = np.arange(-1, references + count)
+        if layout == "icl_non_streaming":  # all prompt text on codec pad first; frames on tts_pad
+            body_text = np.concatenate((prompt_text, np.full(codec_side.size, self.tts_pad)))
+            body_codec = np.concatenate((np.full(prompt_text.size, self.codec_pad), codec_side))
+            body_frame = np.concatenate((np.full(prompt_text.size, -1), frame_side))
+        else:  # the prompt text rides on [bos, reference frames]; what is left trails along the target frames
+            prompt = references + 1
+            body_text = np.concatenate((self._fit(prompt_text[:prompt], prompt), self._fit(prompt_text[prompt:], count)))
+            body_codec, body_frame = codec_side, frame_side
+        return frames, references, (body_text, body_codec, body_frame)
 
-    def _target_frames(self, count: int, offset: int, trailing: list[int], put) -> None:
-        for t in range(count):
-            put(trailing[t] if t < len(trailing) else self.tts_pad, -1, offset + t)
+    def _fit(self, ids: np.ndarray, count: int) -> np.ndarray:
+        """Exactly `count` text ids: the first `count` of `ids`, padded with tts_pad (text runs out before frames)."""
+        if ids.size >= count:
+            return ids[:count]
+        return np.concatenate((ids, np.full(count - ids.size, self.tts_pad)))
 
-    def _labels(self, length: int, frame: list[int], frames: torch.Tensor, first_target: int):
-        labels = torch.full((length,), IGNORE, dtype=torch.long)
-        target_positions = [p for p, f in enumerate(frame) if f >= first_target]
-        # The position just before target frame 0 (the last prompt position) predicts its codebook 0.
-        predictors = [target_positions[0] - 1] + target_positions[:-1]
-        sub_frames = torch.arange(first_target, frames.shape[0], dtype=torch.long)
-        labels[torch.tensor(predictors)] = frames[first_target:, 0]
-        labels[target_positions[-1]] = self.codec_eos
-        return labels, torch.tensor(predictors, dtype=torch.long), sub_frames
+    def _labels(self, length: int, codebook0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, sub-talker positions). The target frames are the last `len(codebook0)` positions: the position
+        just before each target frame predicts its codebook 0 (the last prompt position predicts frame 0), and the
+        position fed the last frame predicts EOS."""
+        count = codebook0.shape[0]
+        first = length - count
+        labels = np.full(length, IGNORE, dtype=np.int64)
+        labels[first - 1:length - 1] = codebook0
+        labels[length - 1] = self.codec_eos
+        return labels, np.arange(first - 1, length - 1, dtype=np.int64)
 
     # ----------------------------------------------------------------------------------------- batching
     def collate(self, items: Sequence[LaidOut]) -> Batch:
         return collate(items, pad_text_id=self.tts_pad, hidden_size=self.hidden_size)
 
 
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A numpy view of a tensor's values (a copy only when it lives on another device)."""
+    return tensor.detach().cpu().numpy()
+
+
 def collate(items: Sequence[LaidOut], pad_text_id: int, hidden_size: int) -> Batch:
-    """Right-pad laid-out samples to the batch's longest one; concatenate their frames."""
+    """Right-pad laid-out samples to the batch's longest one; concatenate their frames.
+
+    Whole-tensor work: each per-position column of all samples is concatenated once and scattered into the padded
+    [B, L] tensor through the mask of real positions (row-major, so sample by sample, in order).
+    """
     if not items:
         raise ValueError("cannot collate an empty batch")
     batch_size = len(items)
-    longest = max(item.length for item in items)
-    text_ids = torch.full((batch_size, longest), pad_text_id, dtype=torch.long)
-    codec_ids = torch.full((batch_size, longest), -1, dtype=torch.long)
-    frame_ids = torch.full((batch_size, longest), -1, dtype=torch.long)
-    labels = torch.full((batch_size, longest), IGNORE, dtype=torch.long)
-    attention_mask = torch.zeros((batch_size, longest), dtype=torch.long)
-    speaker_positions = torch.full((batch_size,), -1, dtype=torch.long)
-    xvectors = torch.zeros((batch_size, hidden_size), dtype=torch.float32)
-    any_xvector = False
-    frames, sub_batch, sub_positions, sub_frames = [], [], [], []
-    offset = 0
-    for row, item in enumerate(items):
-        n = item.length
-        text_ids[row, :n] = item.text_ids
-        codec_ids[row, :n] = item.codec_ids
-        frame_ids[row, :n] = torch.where(item.frame_ids >= 0, item.frame_ids + offset, item.frame_ids)
-        labels[row, :n] = item.labels
-        attention_mask[row, :n] = 1
-        speaker_positions[row] = item.speaker_position
-        if item.xvector is not None:
-            xvectors[row] = item.xvector
-            any_xvector = True
-        frames.append(item.frames)
-        sub_batch.append(torch.full_like(item.sub_positions, row))
-        sub_positions.append(item.sub_positions)
-        sub_frames.append(item.sub_frames + offset)
-        offset += item.frames.shape[0]
+    lengths = torch.tensor([item.length for item in items])
+    frame_counts = torch.tensor([item.frames.shape[0] for item in items])
+    frame_offsets = frame_counts.cumsum(0) - frame_counts  # where each sample's frames start in `frames`
+    real = torch.arange(int(lengths.max())) < lengths[:, None]
+
+    def padded(column: str, fill: int) -> torch.Tensor:
+        out = torch.full(real.shape, fill, dtype=torch.long)
+        out[real] = torch.cat([getattr(item, column) for item in items])
+        return out
+
+    frame_ids = padded("frame_ids", -1)
+    frame_ids += torch.where(frame_ids >= 0, frame_offsets[:, None], 0)
+    sub_positions = torch.cat([item.sub_positions for item in items])
+    sub_counts = torch.tensor([item.sub_positions.shape[0] for item in items])
+    with_xvector = [row for row, item in enumerate(items) if item.xvector is not None]
+    xvectors = None
+    if with_xvector:
+        xvectors = torch.zeros((batch_size, hidden_size), dtype=torch.float32)
+        xvectors[with_xvector] = torch.stack([items[row].xvector for row in with_xvector]).float()
+    attention_mask = real.long()
     # Positions count real tokens only, as generate() derives them from the attention mask.
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     return Batch(
         keys=[item.key for item in items],
-        text_ids=text_ids,
-        codec_ids=codec_ids,
+        text_ids=padded("text_ids", pad_text_id),
+        codec_ids=padded("codec_ids", -1),
         frame_ids=frame_ids,
-        frames=torch.cat(frames, dim=0),
+        frames=torch.cat([item.frames for item in items], dim=0),
         attention_mask=attention_mask,
         position_ids=positions.unsqueeze(0).expand(3, -1, -1).contiguous(),
-        labels=labels,
-        speaker_positions=speaker_positions,
-        xvectors=xvectors if any_xvector else None,
+        labels=padded("labels", IGNORE),
+        speaker_positions=torch.tensor([item.speaker_position for item in items], dtype=torch.long),
+        xvectors=xvectors,
         speaker_mels=[item.speaker_mel for item in items],
-        sub_batch=torch.cat(sub_batch),
-        sub_positions=torch.cat(sub_positions),
-        sub_frames=torch.cat(sub_frames),
+        sub_batch=torch.repeat_interleave(torch.arange(batch_size), sub_counts),
+        sub_positions=sub_positions,
+        sub_frames=torch.cat([item.sub_frames for item in items]) + torch.repeat_interleave(frame_offsets, sub_counts),
     )

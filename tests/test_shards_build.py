@@ -4,6 +4,7 @@ and verify catching corrupted, truncated and missing shards. Tiny random-weight 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tarfile
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
 from click.testing import CliRunner
 
 from qwen_swe.cli import main
@@ -198,6 +200,50 @@ def test_shards_load_in_the_streaming_reader(reference_build):
     keys = [e["key"] for shard in index.shards for e in shard.entries]
     loaded = load_samples_by_key(index, keys)
     assert len(loaded) == 6 and all(s.ref_codes is not None and s.ref_text for s in loaded)
+
+
+def swedish_layout(model_dir: Path):
+    from qwen_swe.layout import SequenceLayout
+
+    from .helpers import load_swedish_model
+
+    wrapper = load_swedish_model(model_dir)  # the same tokenizer files as the model the shards were built with
+    return SequenceLayout(wrapper.model.config, wrapper.processor.tokenizer)
+
+
+def test_stored_prompt_ids_are_the_layouts_tokenization(reference_build, tiny_06b):
+    from qwen_swe.data.stream import ShardIndex, load_samples_by_key
+    from qwen_swe.layout import LAYOUTS, prompt_ids, reference_prompt, target_prompt
+
+    index = ShardIndex(reference_build, "train")
+    layout = swedish_layout(tiny_06b)
+    assert index.tokenizer_fingerprint == layout.tokenizer_fingerprint is not None
+    samples = load_samples_by_key(index, [e["key"] for shard in index.shards for e in shard.entries])
+    for sample in samples:
+        assert sample.prompt_ids.tolist() == prompt_ids(layout.tokenizer, target_prompt(sample.text))
+        assert sample.ref_prompt_ids.tolist() == prompt_ids(layout.tokenizer, reference_prompt(sample.ref_text))
+        from_text = dataclasses.replace(sample, prompt_ids=None, ref_prompt_ids=None, tokenizer_fingerprint=None)
+        for name in LAYOUTS:
+            stored, tokenized = layout.build(sample, name), layout.build(from_text, name)
+            assert torch.equal(stored.text_ids, tokenized.text_ids) and torch.equal(stored.labels, tokenized.labels)
+
+
+def test_shards_from_another_tokenizer_are_refused_or_retokenized(reference_build, tiny_06b, tmp_path):
+    from qwen_swe.data.stream import ShardIndex, ShardStream, StreamConfig
+
+    layout = swedish_layout(tiny_06b)
+    other = tmp_path / "other-tokenizer"
+    shutil.copytree(reference_build, other)
+    index = json.loads((other / INDEX_NAME).read_text(encoding="utf-8"))
+    index["text_tokenizer"]["fingerprint"] = "0123456789abcdef"
+    (other / INDEX_NAME).write_text(json.dumps(index), encoding="utf-8")
+    config = StreamConfig(frame_budget=400, layouts={"icl": 1.0})
+    with pytest.raises(ValueError, match="0123456789abcdef.*rebuild the shards with this model"):
+        ShardStream(ShardIndex(other, "train"), layout, config)
+    retokenized = list(ShardStream(ShardIndex(other, "train"), layout, dataclasses.replace(config, retokenize=True)))
+    stored = list(ShardStream(ShardIndex(reference_build, "train"), layout, config))
+    assert [b.keys for b in retokenized] == [b.keys for b in stored] and sum(len(b.keys) for b in stored) == 6
+    assert all(torch.equal(a.text_ids, b.text_ids) for a, b in zip(retokenized, stored))
 
 
 def test_shard_tar_headers_are_fixed(reference_build):

@@ -157,6 +157,11 @@ def test_truncated_and_missing_shards_never_hang(tmp_path, layout):
      "expected [64]"),
     ("json", lambda m: m.update({"json": b"\xff\xfe not utf-8"}), "not UTF-8 JSON"),
     ("json", lambda m: m.update({"json": json.dumps({"text": "  "}).encode()}), "'text' is empty"),
+    ("json", lambda m: m.update({"json": json.dumps({"text": "Hej", "prompt_ids": [5, -1]}).encode()}),
+     "'prompt_ids' must be a list of token ids"),
+    ("json", lambda m: m.update({"json": json.dumps({"text": "Hej", "reference": {"prompt_ids": "5"}}).encode()}),
+     "'reference.prompt_ids' must be"),
+    ("codes.npy", lambda m: m.update({"codes.npy": m["codes.npy"][:-2]}), "truncated"),
 ])
 def test_each_bad_member_is_named_by_key_and_field(field, change, words):
     members = encode_sample("k1", {"text": "Hej"}, np.zeros((4, 16)), np.zeros(64))
@@ -164,3 +169,29 @@ def test_each_bad_member_is_named_by_key_and_field(field, change, words):
     with pytest.raises(ValueError) as info:
         decode_sample("k1", members, xvector_dim=64)
     assert "'k1'" in str(info.value) and words in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("array", [
+    np.arange(48, dtype=np.int16).reshape(3, 16), np.zeros((0, 16), dtype=np.int16), np.float32(np.arange(5)),
+    np.asfortranarray(np.arange(12).reshape(3, 4)), np.arange(6, dtype=">i4").reshape(2, 3), np.array(2.5),
+])
+def test_npy_members_read_like_np_load(array):
+    import io
+
+    from qwen_swe.data.shard_format import read_npy
+
+    data = npy_bytes(array)
+    for _ in range(2):  # the second read uses the remembered header
+        ours, theirs = read_npy(data), np.load(io.BytesIO(data), allow_pickle=False)
+        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape and np.array_equal(ours, theirs)
+
+
+def test_npy_members_never_unpickle():
+    import io
+
+    from qwen_swe.data.shard_format import read_npy
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="no pickles"):
+        read_npy(buffer.getvalue())

@@ -9,7 +9,8 @@ whatever the worker count and however often it was interrupted:
    clipping, level; checkpointed in chunks under OUT/.build/scan/ so a rerun does not decode everything again;
 3. select: keep what passed, drop duplicate audio (the smallest key of each hash survives), split by speaker (and
    optionally by utterance) with seeded hashes of the names, pick each sample's same-speaker ICL reference with a
-   seeded hash, order each split by key and cut it into shards by count and (exactly predicted) size;
+   seeded hash, tokenize every text's prompt with the model's text tokenizer (the ids are stored with each sample,
+   so training never tokenizes), order each split by key and cut it into shards by count and (exactly predicted) size;
 4. encode, shard by shard: decode again in the workers, batched codec codes and per-clip x-vectors in the main
    process, cached per shard under OUT/.build/encoded/ (references may live in any shard);
 5. write, shard by shard: `<split>-NNNNNN.tar` through webdataset's TarWriter with fixed tar headers, written as
@@ -133,6 +134,10 @@ class Planned:
     eval_kind: Optional[str] = None
     reference: Optional[str] = None  # key of the same-speaker ICL reference
     meta: dict[str, Any] = field(default_factory=dict)
+    # Token ids of layout.target_prompt(text) and layout.reference_prompt(text) (the latter for samples that use
+    # this one as their reference); int32 to keep millions of planned samples small. None: no tokenizer given.
+    prompt_ids: Optional[np.ndarray] = None
+    reference_prompt_ids: Optional[np.ndarray] = None
 
     @property
     def key(self) -> str:
@@ -407,7 +412,7 @@ def _npy_size(shape: tuple[int, ...], dtype: str) -> int:
 
 def sample_tar_bytes(sample: Planned, by_key: dict[str, Planned], xvector_dim: int) -> int:
     """Exact bytes the sample's members take in the tar."""
-    meta_size = len(json.dumps(sample.meta, ensure_ascii=False, sort_keys=True).encode("utf-8"))
+    meta_size = len(json.dumps(member_meta(sample, by_key), ensure_ascii=False, sort_keys=True).encode("utf-8"))
     total = _tar_member_bytes(meta_size)
     total += _tar_member_bytes(_npy_size((sample.frames, NUM_CODE_GROUPS), "<i2"))
     total += _tar_member_bytes(_npy_size((xvector_dim,), "<f4"))
@@ -555,7 +560,7 @@ def write_shard(shard: Shard, by_key: dict[str, Planned], cache: EncodedCache, o
     with open(temporary, "wb") as handle:
         writer = TarWriter(handle, user=TAR_USER, group=TAR_USER, mode=TAR_MODE, mtime=TAR_MTIME, encoder=False)
         for key in shard.keys:
-            writer.write({"__key__": key, **_members(by_key[key], cache, xvector_dim)})
+            writer.write({"__key__": key, **_members(by_key[key], by_key, cache, xvector_dim)})
         writer.close()
     entries = scan_tar_entries(temporary)
     for entry in entries:
@@ -569,7 +574,7 @@ def write_shard(shard: Shard, by_key: dict[str, Planned], cache: EncodedCache, o
     _write_atomic(entries_path, json.dumps(entries, sort_keys=True).encode("utf-8"))
 
 
-def _members(sample: Planned, cache: EncodedCache, xvector_dim: int) -> dict[str, bytes]:
+def _members(sample: Planned, by_key: dict[str, Planned], cache: EncodedCache, xvector_dim: int) -> dict[str, bytes]:
     codes = cache.get(sample.key, "codes")
     if sample.meta["xvector_from"] == "reference":
         xvector = cache.get(sample.reference, "xvector")  # type: ignore[arg-type]
@@ -578,7 +583,7 @@ def _members(sample: Planned, cache: EncodedCache, xvector_dim: int) -> dict[str
     if xvector.shape != (xvector_dim,):
         raise BuildError(f"sample {sample.key}: x-vector of shape {list(xvector.shape)}, expected [{xvector_dim}]")
     ref_codes = cache.get(sample.reference, "codes") if sample.reference else None
-    return encode_sample(sample.key, sample.meta, codes, xvector, ref_codes)
+    return encode_sample(sample.key, member_meta(sample, by_key), codes, xvector, ref_codes)
 
 
 def shard_is_complete(out: Path, shard: Shard) -> bool:
@@ -691,7 +696,7 @@ def build_shards(config: BuildConfig, encoder: Any = None, restart: bool = False
     With workers > 1 the decode workers are spawned processes, which import the caller's main module: call this
     from under `if __name__ == "__main__":` in a script (the CLI and pytest already are).
     """
-    from .encode import codec_frame_samples, resolve_precision, weight_fingerprints
+    from .encode import codec_frame_samples, resolve_precision, text_tokenizer_fingerprints, weight_fingerprints
 
     config.check()
     out = Path(config.out)
@@ -700,7 +705,8 @@ def build_shards(config: BuildConfig, encoder: Any = None, restart: bool = False
     model_dir = Path(config.model)
     identity = {**config.identity(), "codec_precision": resolve_precision(config.codec_precision, config.device),
                 "fingerprints": {"codec": weight_fingerprints(model_dir / "speech_tokenizer"),
-                                 "model": weight_fingerprints(model_dir)}}
+                                 "model": weight_fingerprints(model_dir),
+                                 "text_tokenizer": text_tokenizer_fingerprints(model_dir)}}
     fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
     work = _prepare_output(out, identity, fingerprint)
     if work is None:
@@ -724,7 +730,7 @@ def build_shards(config: BuildConfig, encoder: Any = None, restart: bool = False
             from .encode import Encoder
 
             encoder = Encoder(config.model, device=config.device, precision=config.codec_precision)
-        shards, by_key = plan_shards(samples, config, encoder.xvector_dim)
+        shards, by_key = plan_shards(samples, config, encoder.xvector_dim, getattr(encoder, "text_tokenizer", None))
         _check_plan(work, shards, by_key)
         resumed = _encode_and_write(shards, by_key, encoder, pool, work, out, config)
     finally:
@@ -736,15 +742,47 @@ def build_shards(config: BuildConfig, encoder: Any = None, restart: bool = False
     return summary
 
 
-def plan_shards(samples: list[Planned], config: BuildConfig, xvector_dim: int) -> tuple[list[Shard],
-                                                                                       dict[str, Planned]]:
-    """Splits, references, member json and the shard cut: everything decided before encoding."""
+def plan_shards(samples: list[Planned], config: BuildConfig, xvector_dim: int,
+                text_tokenizer: Any = None) -> tuple[list[Shard], dict[str, Planned]]:
+    """Splits, references, member json (with prompt ids when a text tokenizer is given) and the shard cut:
+    everything decided before encoding."""
     assign_splits(samples, config)
     choose_references(samples, config.seed)
     by_key = {s.key: s for s in samples}
     for sample in samples:
         sample.meta = build_meta(sample, by_key, config.xvector_from)
+    if text_tokenizer is not None:
+        tokenize_prompts(samples, text_tokenizer, config.progress)
     return group_into_shards(samples, by_key, config, xvector_dim), by_key
+
+
+def tokenize_prompts(samples: list[Planned], tokenizer: Any, progress: bool, chunk: int = 1024) -> None:
+    """Every sample's target and reference prompt ids, tokenized in batches (a fast tokenizer encodes each item of
+    a batch exactly as it encodes it alone; tests/test_shards_build.py checks the stored ids against the layout)."""
+    from tqdm import tqdm
+
+    from ..layout import reference_prompt, target_prompt
+
+    with tqdm(total=len(samples), desc="tokenize", unit="text", disable=not progress) as bar:
+        for start in range(0, len(samples), chunk):
+            group = samples[start:start + chunk]
+            prompts = [target_prompt(s.meta["text"]) for s in group] + [reference_prompt(s.meta["text"]) for s in group]
+            ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+            for sample, target, reference in zip(group, ids[:len(group)], ids[len(group):]):
+                sample.prompt_ids = np.asarray(target, dtype=np.int32)
+                sample.reference_prompt_ids = np.asarray(reference, dtype=np.int32)
+            bar.update(len(group))
+
+
+def member_meta(sample: Planned, by_key: dict[str, Planned]) -> dict[str, Any]:
+    """The `<key>.json` member: the planned meta plus the prompt ids of the text and of the reference's text."""
+    if sample.prompt_ids is None:
+        return sample.meta
+    meta = {**sample.meta, "prompt_ids": sample.prompt_ids.tolist()}
+    if sample.meta.get("reference"):
+        ids = by_key[sample.reference].reference_prompt_ids  # type: ignore[index]
+        meta["reference"] = {**sample.meta["reference"], "prompt_ids": ids.tolist()}  # type: ignore[union-attr]
+    return meta
 
 
 def _check_plan(work: Path, shards: list[Shard], by_key: dict[str, Planned]) -> None:
@@ -805,6 +843,7 @@ def _finish(out: Path, samples: list[Planned], shards: list[Shard], by_key: dict
         "build": identity, "build_fingerprint": fingerprint,
         "codec": {**encoder.describe(), "fingerprint": identity["fingerprints"]["codec"]},
         "model": {"path": identity["model"], "fingerprint": identity["fingerprints"]["model"]},
+        **_text_tokenizer_record(getattr(encoder, "text_tokenizer", None)),
         "versions": package_versions(),
         "split_rule": ("speakers ranked by sha1(seed:speaker:name); the first --eval-speakers (or --eval-fraction of "
                        "them) are eval; --eval-utterances-per-speaker of each other speaker ranked by "
@@ -812,6 +851,16 @@ def _finish(out: Path, samples: list[Planned], shards: list[Shard], by_key: dict
     }
     write_report(out, index, samples, rejections)
     _write_atomic(out / INDEX_NAME, (json.dumps(index, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode())
+
+
+def _text_tokenizer_record(tokenizer: Any) -> dict[str, Any]:
+    """index.json's `text_tokenizer`: the fingerprint the stored prompt ids are valid for (see shard_format)."""
+    if tokenizer is None:
+        return {}
+    from ..layout import tokenizer_fingerprint
+
+    return {"text_tokenizer": {"fingerprint": tokenizer_fingerprint(tokenizer), "class": type(tokenizer).__name__,
+                               "prompts": "qwen_swe.layout.target_prompt / reference_prompt"}}
 
 
 def _prepare_output(out: Path, identity: dict[str, Any], fingerprint: str) -> Optional[Path]:

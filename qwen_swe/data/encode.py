@@ -29,6 +29,8 @@ from .shard_format import NUM_CODE_GROUPS
 DEVICES = ("cpu", "cuda", "rocm")
 PRECISIONS = ("auto", "float32", "float64")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+TEXT_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "added_tokens.json",
+                        "special_tokens_map.json")
 
 
 def resolve_device(name: str) -> str:
@@ -83,6 +85,12 @@ def weight_fingerprints(folder: str | Path) -> dict[str, str]:
             if p.is_file() and p.suffix in WEIGHT_SUFFIXES}
 
 
+def text_tokenizer_fingerprints(folder: str | Path) -> dict[str, str]:
+    """sha256 of the text tokenizer's files in a model folder: what the shards' stored prompt ids depend on."""
+    folder = Path(folder)
+    return {name: file_sha256(folder / name) for name in TEXT_TOKENIZER_FILES if (folder / name).is_file()}
+
+
 def pad_to_frames(wav: np.ndarray, frame_samples: int) -> np.ndarray:
     """Zero-pad a clip to a whole number of codec frames (see the module docstring for why)."""
     missing = (-len(wav)) % frame_samples
@@ -115,6 +123,7 @@ class Encoder:
         self.precision = resolve_precision(precision, self.device)
         wrapper = load_model(self.model_dir)
         self.model = wrapper.model.eval()
+        self.text_tokenizer = wrapper.processor.tokenizer  # for the prompt ids stored with every sample
         if getattr(self.model, "speaker_encoder", None) is None:
             raise ValueError(f"{model_dir}: the model has no speaker encoder (a CustomVoice model?); shards need a "
                              "Base model, whose speaker encoder gives every sample its x-vector")

@@ -9,11 +9,19 @@ A dataset folder holds
   byte offset and size of each member inside the tar, so the reader can plan batches from lengths alone and read a
   sample without scanning (let alone decoding) the ones before it.
 
-Members of one sample (no pickles anywhere; arrays are .npy read with allow_pickle=False):
+Members of one sample (no pickles anywhere; arrays are plain .npy, never object arrays):
 - ``<key>.json``: text, speaker, language, seconds, frames, original_rate, band_limited, source, extra, reference
+  (key, text and prompt_ids of the ICL reference), prompt_ids
 - ``<key>.codes.npy``: int16 [frames, 16] codec codes
 - ``<key>.xvector.npy``: float32 [hidden] speaker-encoder output
 - ``<key>.ref_codes.npy``: int16 [ref_frames, 16] codes of the same-speaker ICL reference (when there is one)
+
+``prompt_ids`` are the text tokenizer's ids of the prompt string generate() tokenizes for the text
+(`layout.target_prompt`, and `layout.reference_prompt` for the reference), so the reader never tokenizes. They are
+valid only for the tokenizer whose fingerprint (`layout.tokenizer_fingerprint`) index.json records under
+``text_tokenizer``; the reader refuses shards made with another tokenizer unless told to tokenize the text again.
+Shards built before prompt ids existed have neither the fields nor ``text_tokenizer``: readers tokenize their text as
+before, and readers that predate the fields ignore them, so the format version stays 1 in both directions.
 
 Keys contain no dots (WebDataset splits member names at the first dot).
 """
@@ -45,6 +53,8 @@ class ShardSample:
     codes: np.ndarray  # int16 [T, 16]
     xvector: np.ndarray  # float32 [D]
     ref_codes: Optional[np.ndarray]  # int16 [R, 16] or None
+    prompt_ids: Optional[np.ndarray] = None  # int64 token ids of the text's prompt (shards built with them)
+    ref_prompt_ids: Optional[np.ndarray] = None  # int64 token ids of the reference text's prompt
 
     @property
     def text(self) -> str:
@@ -63,8 +73,47 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+_NPY_HEADERS: dict[bytes, tuple[tuple[int, ...], bool, np.dtype, int]] = {}  # header -> shape, fortran, dtype, count
+
+
 def read_npy(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    """An .npy file's array, like np.load(allow_pickle=False), read-only and without copying the data.
+
+    The header (magic, version, a Python-literal dict) is parsed by numpy's own parser once per distinct header and
+    remembered: shards hold few distinct shapes, and parsing is most of np.load's cost for small arrays. Object
+    arrays are refused (they would need pickles); the data must be exactly as long as the header says.
+    """
+    if data[:6] != _NPY_MAGIC or len(data) < 10:
+        raise ValueError("not an .npy file (no NUMPY magic)")
+    if data[6] not in (1, 2):  # version 3 (UTF-8 field names) never comes from np.save of plain numbers
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    start = 10 if data[6] == 1 else 12  # the header length takes 2 bytes in version 1, 4 in version 2
+    end = start + int.from_bytes(data[8:start], "little")
+    header = bytes(data[:end])
+    parsed = _NPY_HEADERS.get(header)
+    if parsed is None:
+        parsed = _parse_npy_header(header)
+        if len(_NPY_HEADERS) < 4096:
+            _NPY_HEADERS[header] = parsed
+    shape, fortran, dtype, count = parsed
+    if len(data) - end != count * dtype.itemsize:
+        raise ValueError(f"{len(data) - end} data bytes for an array of shape {list(shape)} and dtype {dtype}, "
+                         f"expected {count * dtype.itemsize} (truncated or corrupt)")
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=end)
+    return array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
+
+
+def _parse_npy_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    from numpy.lib import format as npy_format
+
+    stream = io.BytesIO(header)
+    major, _ = npy_format.read_magic(stream)
+    read_header = npy_format.read_array_header_1_0 if major == 1 else npy_format.read_array_header_2_0
+    shape, fortran, dtype = read_header(stream)
+    if dtype.hasobject:
+        raise ValueError("the array holds Python objects; shards hold plain numbers only (no pickles)")
+    return tuple(int(n) for n in shape), bool(fortran), dtype, int(np.prod(shape, dtype=np.int64))
 
 
 def encode_sample(key: str, meta: dict[str, Any], codes: np.ndarray, xvector: np.ndarray,
@@ -93,6 +142,11 @@ def decode_sample(key: str, members: dict[str, bytes], xvector_dim: Optional[int
     text = meta.get("text")
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"sample {key!r}: field 'text' is empty")
+    prompt_ids = _read_prompt_ids(key, meta.get("prompt_ids"), "prompt_ids")
+    reference = meta.get("reference")
+    ref_prompt_ids = None
+    if isinstance(reference, dict):
+        ref_prompt_ids = _read_prompt_ids(key, reference.get("prompt_ids"), "reference.prompt_ids")
     codes = _read_codes(key, members["codes.npy"], "codes.npy")
     try:
         xvector = read_npy(members["xvector.npy"])
@@ -106,7 +160,19 @@ def decode_sample(key: str, members: dict[str, bytes], xvector_dim: Optional[int
     ref_codes = None
     if "ref_codes.npy" in members:
         ref_codes = _read_codes(key, members["ref_codes.npy"], "ref_codes.npy")
-    return ShardSample(key=key, meta=meta, codes=codes, xvector=xvector.astype(np.float32), ref_codes=ref_codes)
+    return ShardSample(key=key, meta=meta, codes=codes, xvector=xvector.astype(np.float32), ref_codes=ref_codes,
+                       prompt_ids=prompt_ids, ref_prompt_ids=ref_prompt_ids)
+
+
+def _read_prompt_ids(key: str, ids: Any, field: str) -> Optional[np.ndarray]:
+    """Stored prompt ids are optional; when present they are a non-empty list of non-negative integers."""
+    if ids is None:
+        return None
+    array = np.array(ids) if isinstance(ids, list) else np.zeros(0)
+    if array.ndim != 1 or not array.size or array.dtype.kind != "i" or array.min() < 0:
+        raise ValueError(f"sample {key!r}: field {field!r} must be a list of token ids (non-negative integers); "
+                         "rebuild the shards")
+    return array.astype(np.int64, copy=False)
 
 
 def _read_codes(key: str, data: bytes, field: str) -> np.ndarray:
@@ -119,9 +185,22 @@ def _read_codes(key: str, data: bytes, field: str) -> np.ndarray:
                          f"expected [frames, {NUM_CODE_GROUPS}]")
     if codes.dtype.kind not in "iu":
         raise ValueError(f"sample {key!r}: field {field!r} has dtype {codes.dtype}, expected integers")
-    if codes.min() < 0 or codes.max() >= CODEBOOK_SIZE:
+    if not codes_in_range(codes):
         raise ValueError(f"sample {key!r}: field {field!r} has codes outside 0..{CODEBOOK_SIZE - 1}")
     return codes
+
+
+def codes_in_range(codes: np.ndarray) -> bool:
+    """All codes within 0..CODEBOOK_SIZE-1, in one pass: viewed as unsigned 16-bit or wider, a negative code is at
+    least 2**15, so the unsigned maximum alone decides (the reader checks every sample; two reductions cost twice as
+    much)."""
+    if codes.size == 0:
+        return True
+    if codes.dtype.kind == "i":
+        if not codes.dtype.isnative or codes.dtype.itemsize < 2:
+            return bool(codes.min() >= 0 and codes.max() < CODEBOOK_SIZE)
+        codes = codes.view(f"u{codes.dtype.itemsize}")
+    return int(codes.max()) < CODEBOOK_SIZE
 
 
 # ------------------------------------------------------------------ helpers shared by the builder and verify

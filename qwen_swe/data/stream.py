@@ -81,6 +81,9 @@ class ShardIndex:
             )
         self.split = split
         self.xvector_dim = index.get("xvector_dim")
+        # Which tokenizer made the samples' stored prompt ids (None: shards without them; the text is tokenized).
+        self.tokenizer_fingerprint: Optional[str] = (index.get("text_tokenizer") or {}).get("fingerprint")
+        self.index_path = index_path
         self.shards: list[ShardInfo] = []
         for shard in shards:
             entries_path = self.dataset_dir / shard["entries"]
@@ -230,6 +233,9 @@ class StreamConfig:
     layouts: dict[str, float] = field(default_factory=lambda: {"streaming": 1.0})
     language: str = "swedish"  # used when a sample names none
     on_bad_sample: str = "skip"
+    # Shards whose prompt ids come from another tokenizer than the model's are refused; True tokenizes their text
+    # instead (slower, same result as shards without stored ids).
+    retokenize: bool = False
 
     @property
     def with_reference(self) -> bool:
@@ -244,6 +250,7 @@ class ShardStream(IterableDataset):
         super().__init__()
         if config.on_bad_sample not in BAD_SAMPLE_POLICIES:
             raise ValueError(f"on_bad_sample must be one of {BAD_SAMPLE_POLICIES}, got {config.on_bad_sample!r}")
+        check_tokenizer(index, layout, config.retokenize)
         self.index, self.layout, self.config = index, layout, config
         self.epoch, self.start, self.rank, self.world_size = epoch, start, rank, world_size
         batches = plan_epoch(index, config.seed, epoch, config.frame_budget, config.pool_size,
@@ -294,25 +301,50 @@ class ShardStream(IterableDataset):
         return batch
 
     def _sample(self, shard: ShardInfo, entry: dict[str, Any], reader: "_MemberReader") -> Sample:
-        return load_sample(shard, entry, reader, self.index.xvector_dim, self.config.language)
+        return load_sample(shard, entry, reader, self.index.xvector_dim, self.config.language,
+                           self.index.tokenizer_fingerprint)
+
+
+def check_tokenizer(index: ShardIndex, layout: SequenceLayout, retokenize: bool = False) -> None:
+    """Refuse shards whose stored prompt ids were made by another text tokenizer than the layout's (the model's).
+
+    Old shards without stored ids pass (their text is tokenized as before); so do mismatched ones with
+    `retokenize`, whose samples the layout then tokenizes from their text, because it only uses stored ids made
+    under its own tokenizer's fingerprint.
+    """
+    if index.tokenizer_fingerprint is None or retokenize:
+        return
+    if index.tokenizer_fingerprint != layout.tokenizer_fingerprint:
+        raise ValueError(
+            f"{index.index_path}: the shards' prompt ids were made by a text tokenizer with fingerprint "
+            f"{index.tokenizer_fingerprint}, but this model's tokenizer has fingerprint {layout.tokenizer_fingerprint}; "
+            "rebuild the shards with this model (`qwen-swe shards build OUT --model MODEL_DIR ...`), or read them "
+            "with StreamConfig(retokenize=True) to tokenize every text again (slower)"
+        )
 
 
 def load_sample(shard: ShardInfo, entry: dict[str, Any], reader: "_MemberReader", xvector_dim: Optional[int],
-                language: str) -> Sample:
-    """Read one sample's members by offset, decode and validate them, and make a layout Sample."""
+                language: str, tokenizer_fingerprint: Optional[str] = None) -> Sample:
+    """Read one sample's members by offset, decode and validate them, and make a layout Sample.
+
+    `tokenizer_fingerprint` is the index's: it vouches for the stored prompt ids (the layout checks it is its own).
+    """
     key = entry["key"]
-    members = {name: reader.read(shard.path, offset, size) for name, (offset, size) in entry["members"].items()}
-    decoded = decode_sample(key, members, xvector_dim)
+    decoded = decode_sample(key, reader.read_members(shard.path, entry["members"]), xvector_dim)
     meta = decoded.meta
     reference = meta.get("reference") or {}
+    with_reference = decoded.ref_codes is not None
     return Sample(
         key=key,
         text=decoded.text,
         codes=torch.from_numpy(decoded.codes.astype(np.int64)),
         language=meta.get("language") or language,
         xvector=torch.from_numpy(decoded.xvector),
-        ref_text=reference.get("text") if decoded.ref_codes is not None else None,
-        ref_codes=torch.from_numpy(decoded.ref_codes.astype(np.int64)) if decoded.ref_codes is not None else None,
+        ref_text=reference.get("text") if with_reference else None,
+        ref_codes=torch.from_numpy(decoded.ref_codes.astype(np.int64)) if with_reference else None,
+        prompt_ids=decoded.prompt_ids,
+        ref_prompt_ids=decoded.ref_prompt_ids if with_reference else None,
+        tokenizer_fingerprint=tokenizer_fingerprint,
     )
 
 
@@ -324,7 +356,8 @@ def load_samples_by_key(index: ShardIndex, keys: Sequence[str], language: str = 
         raise ValueError(f"keys not found in split {index.split!r}: {missing[:5]}")
     reader = _MemberReader()
     try:
-        return [load_sample(*where[k], reader, index.xvector_dim, language) for k in keys]
+        return [load_sample(*where[k], reader, index.xvector_dim, language, index.tokenizer_fingerprint)
+                for k in keys]
     finally:
         reader.close()
 
@@ -348,6 +381,17 @@ class _MemberReader:
         if len(data) != size:
             raise ValueError(f"{path}: truncated (wanted {size} bytes at offset {offset}, got {len(data)})")
         return data
+
+    def read_members(self, path: Path, members: dict[str, Sequence[int]]) -> dict[str, bytes]:
+        """Member name -> bytes. A sample's members sit next to each other in the tar (with 512-byte headers in
+        between), so they are read with one seek and one read when that span is not much larger than the members."""
+        spans = [(name, int(offset), int(size)) for name, (offset, size) in members.items()]
+        first = min(offset for _, offset, _ in spans)
+        end = max(offset + size for _, offset, size in spans)
+        if end - first > 2 * sum(size for _, _, size in spans) + 4096 * len(spans):
+            return {name: self.read(path, offset, size) for name, offset, size in spans}
+        block = self.read(path, first, end - first)
+        return {name: block[offset - first:offset - first + size] for name, offset, size in spans}
 
     def close(self) -> None:
         for handle in self.files.values():
