@@ -504,7 +504,8 @@ def _model_kind(model_dir: str) -> str:
 def synth(model_dir: str, out: str, texts: tuple[str, ...], sentences: str | None, mode: str | None,
           ref_audio: str | None, ref_text: str | None, speaker: str | None, language: str, streaming: bool | None,
           batch_size: int, silence_dbfs: float, as_json: bool, **sampling) -> None:
-    """Synthesise Swedish sentences with an exported model folder (what `qwen-swe export` writes).
+    """Synthesise Swedish sentences with an exported model folder (what `qwen-swe export` writes), or a training
+    run / checkpoint, which is exported to OUT/model first.
 
     Writes OUT/<index>_<voice>.wav and OUT/synth.json: the settings and, per file, duration, RMS and peak level,
     silence share, frames and whether generation reached EOS or was cut by --max-new-tokens.
@@ -517,13 +518,14 @@ def synth(model_dir: str, out: str, texts: tuple[str, ...], sentences: str | Non
     from pathlib import Path
 
     from .quality.sentences import load_sentences
-    from .quality.synth import (Voice, check_exported_folder, load_reference_audio, open_model, synthesize,
+    from .quality.synth import (Voice, export_if_checkpoint, load_reference_audio, open_model, synthesize,
                                  write_syntheses)
 
     settings = _sampling_settings(sampling)
     mode = mode or ("custom" if _model_kind(model_dir) == "custom_voice" else "xvector")
     try:
-        check_exported_folder(model_dir)
+        model_dir = str(export_if_checkpoint(model_dir, Path(out) / "model", custom_voice=mode == "custom",
+                                             say=(lambda _m: None) if as_json else click.echo))
         lines = list(texts) or load_sentences(sentences)
         reference = load_reference_audio(ref_audio) if ref_audio else None
         voice = Voice(mode=mode, label=speaker or (Path(ref_audio).stem if ref_audio else mode),
@@ -615,7 +617,8 @@ def _print_metrics(metrics: dict) -> None:
 @_eval_options
 @click.option("--json", "as_json", is_flag=True, help="Print eval.json.")
 def eval_cmd(model_dir: str, out: str, as_json: bool, **options) -> None:
-    """Evaluate an exported model folder: held-out loss and Swedish synthesis metrics.
+    """Evaluate an exported model folder (or a run / checkpoint, exported to OUT/model first): held-out loss and
+    Swedish synthesis metrics.
 
     \b
     Held-out loss: teacher-forced on the eval split of --shards with the trainer's own reader, layout and

@@ -188,7 +188,12 @@ def run_evaluation(config: EvalConfig, say: Callable[[str], None] = print, wrapp
         raise ValueError("nothing to evaluate: both the held-out loss and synthesis are switched off")
     if config.heldout and not config.shards:
         raise ValueError("the held-out loss needs --shards (a shard folder with an eval split); or pass --no-heldout")
-    wrapper = wrapper or open_model(config.model, languages=(config.language,))
+    source = config.model
+    if wrapper is None:
+        from .synth import export_if_checkpoint
+
+        config.model = str(export_if_checkpoint(source, out / "model", custom_voice=config.mode == "custom", say=say))
+        wrapper = open_model(config.model, languages=(config.language,))
     heldout = None
     if config.heldout:
         from .heldout import heldout_metrics
@@ -204,6 +209,7 @@ def run_evaluation(config: EvalConfig, say: Callable[[str], None] = print, wrapp
         synthesis, results = synthesis_metrics(config, wrapper, sentences, out, say)
     report = {
         "model": str(Path(config.model).resolve()),
+        "source": str(Path(source).resolve()),  # the checkpoint the model was exported from, or the model itself
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
         "config": {k: v for k, v in asdict(config).items() if k not in ("sampling", "progress")},

@@ -105,15 +105,37 @@ class Synthesis:
 # ---------------------------------------------------------------------------------------------- model folders
 
 
+def is_training_checkpoint(folder: str | Path) -> bool:
+    """A run directory (has checkpoints/) or one of its checkpoints (has the COMPLETE marker)."""
+    folder = Path(folder)
+    return (folder / "COMPLETE").is_file() or (folder / "checkpoints").is_dir()
+
+
 def check_exported_folder(folder: str | Path) -> Path:
     """A model folder `from_pretrained` loads; a training checkpoint or run directory is refused with the fix."""
     from ..modeling import check_model_folder
 
     folder = Path(folder)
-    if (folder / "COMPLETE").is_file() or (folder / "checkpoints").is_dir():
+    if is_training_checkpoint(folder):
         raise ValueError(f"{folder}: this is a training checkpoint or run directory, not a model folder; run "
                          f"`qwen-swe export {folder} --out EXPORT_DIR` on it first and give EXPORT_DIR")
     return check_model_folder(folder)
+
+
+def export_if_checkpoint(folder: str | Path, export_dir: str | Path, custom_voice: bool = False,
+                         say: Any = print) -> Path:
+    """`folder` itself when it is a model folder; a checkpoint or run directory is exported to `export_dir` first
+    (fp32, base or custom-voice) with `qwen_swe.export`, and the exported folder is returned."""
+    if not is_training_checkpoint(folder):
+        return check_exported_folder(folder)
+    try:
+        from ..export import export
+    except ImportError:  # a checkout without the exporter
+        return check_exported_folder(folder)
+    say(f"{folder} is a training checkpoint: exporting it to {export_dir} first (as `qwen-swe export` does)")
+    result = export(folder, export_dir, mode="custom-voice" if custom_voice else "base", dtype="float32",
+                    overwrite=True, progress=False)
+    return Path(result.out)
 
 
 def open_model(folder: str | Path, languages: Sequence[str] = ("swedish",), dtype: Any = None) -> Any:
