@@ -488,7 +488,7 @@ def _model_kind(model_dir: str) -> str:
 @click.option("--mode", type=click.Choice(["xvector", "icl", "custom"]), default=None,
               help="xvector: clone from the reference's speaker embedding; icl: also continue from the reference "
                    "clip and its transcript; custom: a named speaker of a custom_voice model. Default: custom for "
-                   "custom_voice models, xvector otherwise.")
+                   "custom_voice models or --speaker without --ref-audio, xvector otherwise.")
 @click.option("--ref-audio", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Reference clip of the voice to clone (wav/flac, any rate).")
 @click.option("--ref-text", default=None, help="Transcript of --ref-audio (needed for icl).")
@@ -522,7 +522,8 @@ def synth(model_dir: str, out: str, texts: tuple[str, ...], sentences: str | Non
                                  write_syntheses)
 
     settings = _sampling_settings(sampling)
-    mode = mode or ("custom" if _model_kind(model_dir) == "custom_voice" else "xvector")
+    named = speaker is not None and ref_audio is None
+    mode = mode or ("custom" if named or _model_kind(model_dir) == "custom_voice" else "xvector")
     try:
         model_dir = str(export_if_checkpoint(model_dir, Path(out) / "model", custom_voice=mode == "custom",
                                              say=(lambda _m: None) if as_json else click.echo))
