@@ -13,6 +13,15 @@
 # Arguments after the script name go to `qwen_swe train` (dotted overrides such as optim.lr=1e-4, or flags such as
 # --allow-changes world_size).
 
+# -h / --help: the comment at the top of the calling script, then this one's.
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+    for file in "$0" "${BASH_SOURCE[0]}"; do
+        sed -n '/^#!/d; /^#/!q; s/^# \{0,1\}//p' "$file"
+        echo
+    done
+    exit 0
+fi
+
 LAUNCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$LAUNCH_DIR")
 # Paths (RUN_CONFIG, ACCELERATE_CONFIG, DS_CONFIG, paths inside the run config) are relative to where the script is

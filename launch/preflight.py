@@ -269,6 +269,9 @@ def main(host: str, accelerate_config: str, run_config: Optional[str], preset: O
     port = master_port or config.main_process_port or 29500
     if machines > 1 and not address:
         raise PreflightError(f"{accelerate_config}: no main_process_ip; set MASTER_ADDR to host 0's address")
+    if total > 1 and str(config.distributed_type).endswith("NO"):
+        raise PreflightError(f"{accelerate_config} starts one process (distributed_type NO) but {total} were asked "
+                             "for; use a multi-GPU config (h100_x8_zero2.yaml) or GPUS=1")
     overrides = [("--num_processes", num_processes or (gpus_per_node and total)), ("--num_machines", num_machines),
                  ("--machine_rank", node_rank), ("--main_process_ip", master_addr),
                  ("--main_process_port", master_port),
@@ -286,8 +289,10 @@ def main(host: str, accelerate_config: str, run_config: Optional[str], preset: O
     if run is not None:
         from qwen_swe.train.model_setup import resolve_attn_implementation
 
-        attention, warning = resolve_attn_implementation(run.model.attn_implementation, device_type,
-                                                         run.train.precision)
+        # under DeepSpeed the weights' precision is the DeepSpeed config's, not train.precision
+        precision = run.train.precision if ds is None else \
+            ("bf16-mixed" if ds.get("bf16", {}).get("enabled") else "fp32")
+        attention, warning = resolve_attn_implementation(run.model.attn_implementation, device_type, precision)
         found.add("attention", f"{attention} (model.attn_implementation={run.model.attn_implementation})")
         if warning:
             found.warnings.append(warning)

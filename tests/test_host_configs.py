@@ -114,6 +114,8 @@ def test_h100_picks_the_zero_config_and_process_count_and_checks_the_run_config(
 def test_multinode_takes_rank_and_rendezvous_from_the_environment(run_config):
     missing = script("multinode.sh", run_config)
     assert missing.returncode == 2 and "set NODE_RANK" in missing.stderr
+    usage = script("multinode.sh", None, "--help")
+    assert usage.returncode == 0 and "MASTER_ADDR" in usage.stdout and "RUN_CONFIG" in usage.stdout
     result = script("multinode.sh", run_config, NODE_RANK="2", NUM_MACHINES="3", GPUS_PER_NODE="8",
                     MASTER_ADDR="192.0.2.7", MASTER_PORT="29611", DS_CONFIG=str(ROOT / "ds_configs" / "zero3.json"),
                     QWEN_SWE_ALLOW_CPU="1", DRY_RUN="1")

@@ -20,6 +20,11 @@
 # Anything else launch/multinode.sh reads (PYTHON, MIN_FREE_GB, ...) is passed through.
 set -euo pipefail
 
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+    sed -n '/^#!/d; /^#/!q; s/^# \{0,1\}//p' "$0"
+    exit 0
+fi
+
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PREFIX=${NETNS_PREFIX:-qsw$$}
 SUBNET=10.77.0
