@@ -49,7 +49,9 @@ def latest_eval(source: Any, eval_json: Optional[str | Path]) -> tuple[str, dict
     """(where the numbers come from, flat metrics): a `qwen-swe eval` result if given, else the run's held-out eval."""
     if eval_json is not None:
         payload = json.loads(Path(eval_json).read_text(encoding="utf-8"))
-        return f"`qwen-swe eval` ({Path(eval_json).name})", _flatten(payload)
+        # eval.json keeps its headline numbers under "metrics"; the rest is settings and per-layout detail
+        headline = payload.get("metrics") if isinstance(payload.get("metrics"), dict) else payload
+        return f"`qwen-swe eval` ({Path(eval_json).name})", _flatten(headline)
     last = source.state.get("last_eval")
     if last:
         return f"held-out teacher-forced eval at step {last.get('step')}", _flatten(last)

@@ -60,7 +60,7 @@ sentence="Hej! Det här är en svensk röst från en liten demomodell."
   --max-new-tokens 200
 
 echo "== 8/10 evaluation of the untrained start and the trained export (held-out loss, synthesis metrics)"
-eval_args=(--shards "$out/shards" --max-sentences 3 --speakers 1 --max-new-tokens 200)
+eval_args=(--shards "$out/shards" --max-sentences 3 --speakers 1 --max-new-tokens 100)
 "$bin/qwen-swe" eval "$out/model" --out "$out/eval/start" "${eval_args[@]}"
 "$bin/qwen-swe" eval "$out/export/base" --out "$out/eval/trained" "${eval_args[@]}"
 
