@@ -122,7 +122,12 @@ class Trainer:
 
         config, accelerator = self.config, self.accelerator
         self.device_type = accelerator.device.type
-        attn, warning = resolve_attn_implementation(config.model.attn_implementation, self.device_type)
+        precision = config.train.precision
+        if self.is_deepspeed:  # DeepSpeed's own config decides the weights' dtype
+            ds = accelerator.state.deepspeed_plugin.deepspeed_config
+            precision = "bf16-pure" if ds.get("bf16", {}).get("enabled") else "fp32"
+        # flash-attn takes bf16/fp16 only: an fp32 run keeps sdpa even where flash-attn is installed
+        attn, warning = resolve_attn_implementation(config.model.attn_implementation, self.device_type, precision)
         if warning:
             self.say(f"warning: {warning}")
         wrapper = load_model(config.model.path, attn_implementation=attn)
