@@ -145,6 +145,18 @@ class Batch:
                 moved[name] = value
         return Batch(**moved)
 
+    def __reduce__(self) -> tuple:
+        """Pickle CPU tensors as numpy arrays, by value. DataLoader workers pickle every batch to the training
+        process; a tensor would go through its own shared-memory segment (a file descriptor, mmap and bookkeeping
+        each: a batch holds about a dozen small ones, and that cost more than building the batch), a small array
+        is a few bytes copies."""
+        fields = {}
+        for name, value in self.__dict__.items():
+            if isinstance(value, torch.Tensor) and value.device.type == "cpu" and not value.requires_grad:
+                value = _PickledArray(value.numpy())
+            fields[name] = value
+        return (_batch_from_fields, (fields,))
+
     @classmethod
     def empty(cls, extra: dict[str, Any]) -> "Batch":
         """A batch whose samples were all unusable; the trainer skips the step (on every rank) when it sees one."""
@@ -166,6 +178,18 @@ class Batch:
     @property
     def padded_positions(self) -> int:
         return int(self.attention_mask.numel())
+
+
+class _PickledArray:
+    """A tensor's values in transit (see Batch.__reduce__)."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+
+def _batch_from_fields(fields: dict[str, Any]) -> Batch:
+    return Batch(**{name: torch.from_numpy(value.array) if isinstance(value, _PickledArray) else value
+                    for name, value in fields.items()})
 
 
 class SequenceLayout:
@@ -196,6 +220,7 @@ class SequenceLayout:
         self.tts_eos = int(config.tts_eos_token_id)
         self._tokenizer_fingerprint: Optional[str] = None
         self._prefixes: dict[tuple, tuple[np.ndarray, np.ndarray, int]] = {}
+        self._runs: dict[int, np.ndarray] = {}
 
     # ----------------------------------------------------------------------------------------- tokenization
     @property
@@ -296,14 +321,14 @@ class SequenceLayout:
         else:
             frames, first_target = target, 0
             if layout == "non_streaming":  # all text on codec pad, tts_eos, tts_pad on codec bos, then frames
-                body_text = np.concatenate((text_ids, (self.tts_eos, self.tts_pad), np.full(count, self.tts_pad)))
-                body_codec = np.concatenate((np.full(text_ids.size + 1, self.codec_pad), (self.codec_bos,),
-                                             np.full(count, -1)))
-                body_frame = np.concatenate((np.full(text_ids.size + 2, -1), np.arange(count)))
+                body_text = np.concatenate((text_ids, (self.tts_eos, self.tts_pad), self._run(self.tts_pad, count)))
+                body_codec = np.concatenate((self._run(self.codec_pad, text_ids.size + 1), (self.codec_bos,),
+                                             self._run(-1, count)))
+                body_frame = np.concatenate((self._run(-1, text_ids.size + 2), np.arange(count)))
             else:  # streaming: first token on codec bos, the rest (then tts_eos) trails along the frames
                 trailing = np.concatenate((text_ids[1:], (self.tts_eos,)))
                 body_text = np.concatenate((text_ids[:1], self._fit(trailing, count)))
-                body_codec = np.concatenate(((self.codec_bos,), np.full(count, -1)))
+                body_codec = np.concatenate(((self.codec_bos,), self._run(-1, count)))
                 body_frame = np.arange(-1, count)
             body = (body_text, body_codec, body_frame)
 
@@ -320,7 +345,7 @@ class SequenceLayout:
             key=sample.key,
             text_ids=torch.from_numpy(text.astype(np.int64, copy=False)),
             codec_ids=torch.from_numpy(np.concatenate((prefix_codec, body[1])).astype(np.int64, copy=False)),
-            frame_ids=torch.from_numpy(np.concatenate((np.full(prefix_text.size, -1), body[2]))),
+            frame_ids=torch.from_numpy(np.concatenate((self._run(-1, prefix_text.size), body[2]))),
             frames=frames,
             speaker_position=speaker_position,
             labels=torch.from_numpy(labels),
@@ -398,27 +423,35 @@ class SequenceLayout:
         if sample.ref_codes is None:
             raise self._fail(sample, "ref_codes", "the ICL layout needs the reference utterance's codec codes")
         reference, _ = self._check_codes(sample, sample.ref_codes, "ref_codes")
-        frames = torch.cat([reference, target], dim=0)
+        frames = torch.from_numpy(np.concatenate((_numpy(reference), _numpy(target))))
         references = reference.shape[0]
         ref_ids = self._prompt_arrays(sample, reference=True)[3:-2]
         prompt_text = np.concatenate((ref_ids, text_ids, (self.tts_eos,)))
-        codec_side = np.concatenate(((self.codec_bos,), np.full(references + count, -1)))
+        codec_side = np.concatenate(((self.codec_bos,), self._run(-1, references + count)))
         frame_side = np.arange(-1, references + count)
         if layout == "icl_non_streaming":  # all prompt text on codec pad first; frames on tts_pad
-            body_text = np.concatenate((prompt_text, np.full(codec_side.size, self.tts_pad)))
-            body_codec = np.concatenate((np.full(prompt_text.size, self.codec_pad), codec_side))
-            body_frame = np.concatenate((np.full(prompt_text.size, -1), frame_side))
+            body_text = np.concatenate((prompt_text, self._run(self.tts_pad, codec_side.size)))
+            body_codec = np.concatenate((self._run(self.codec_pad, prompt_text.size), codec_side))
+            body_frame = np.concatenate((self._run(-1, prompt_text.size), frame_side))
         else:  # the prompt text rides on [bos, reference frames]; what is left trails along the target frames
             prompt = references + 1
             body_text = np.concatenate((self._fit(prompt_text[:prompt], prompt), self._fit(prompt_text[prompt:], count)))
             body_codec, body_frame = codec_side, frame_side
         return frames, references, (body_text, body_codec, body_frame)
 
+    def _run(self, value: int, count: int) -> np.ndarray:
+        """`count` copies of `value` (np.full, but as a view of a long run made once: callers concatenate it)."""
+        run = self._runs.get(value)
+        if run is None or run.size < count:
+            run = self._runs[value] = np.full(max(count, 4096), value, dtype=np.int64)
+            run.flags.writeable = False
+        return run[:count]
+
     def _fit(self, ids: np.ndarray, count: int) -> np.ndarray:
         """Exactly `count` text ids: the first `count` of `ids`, padded with tts_pad (text runs out before frames)."""
         if ids.size >= count:
             return ids[:count]
-        return np.concatenate((ids, np.full(count - ids.size, self.tts_pad)))
+        return np.concatenate((ids, self._run(self.tts_pad, count - ids.size)))
 
     def _labels(self, length: int, codebook0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(labels, sub-talker positions). The target frames are the last `len(codebook0)` positions: the position
@@ -438,7 +471,10 @@ class SequenceLayout:
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
     """A numpy view of a tensor's values (a copy only when it lives on another device)."""
-    return tensor.detach().cpu().numpy()
+    try:
+        return tensor.numpy()  # the common case, a plain CPU tensor
+    except (RuntimeError, TypeError):  # on a GPU, or part of an autograd graph
+        return tensor.detach().cpu().numpy()
 
 
 def collate(items: Sequence[LaidOut], pad_text_id: int, hidden_size: int) -> Batch:

@@ -109,3 +109,14 @@ def test_stored_prompt_ids_are_used_only_under_the_same_tokenizer(layout):
     ignored = layout.build(dataclasses.replace(same, prompt_ids=marked, tokenizer_fingerprint="another"),
                            "non_streaming")
     assert_same_laid_out(ignored, layout.build(sample, "non_streaming"))
+
+
+def test_a_batch_pickles_by_value_and_comes_back_equal(layout):
+    import pickle
+
+    samples = varied_samples(layout)
+    batch = layout.collate([layout.build(s, "icl") for s in samples])
+    batch.extra["layout"] = "icl"
+    copy = pickle.loads(pickle.dumps(batch))
+    assert_same_batch(copy, batch)
+    assert copy.text_ids.data_ptr() != batch.text_ids.data_ptr()
