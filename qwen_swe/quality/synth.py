@@ -126,11 +126,9 @@ def export_if_checkpoint(folder: str | Path, export_dir: str | Path, custom_voic
                          say: Any = print) -> Path:
     """`folder` itself when it is a model folder; a checkpoint or run directory is exported to `export_dir` first
     (fp32, base or custom-voice) with `qwen_swe.export`, and the exported folder is returned."""
+    from ..export import export
+
     if not is_training_checkpoint(folder):
-        return check_exported_folder(folder)
-    try:
-        from ..export import export
-    except ImportError:  # a checkout without the exporter
         return check_exported_folder(folder)
     say(f"{folder} is a training checkpoint: exporting it to {export_dir} first (as `qwen-swe export` does)")
     result = export(folder, export_dir, mode="custom-voice" if custom_voice else "base", dtype="float32",
