@@ -362,6 +362,18 @@ def load_samples_by_key(index: ShardIndex, keys: Sequence[str], language: str = 
         reader.close()
 
 
+def _member_span(members: dict[str, Sequence[int]]) -> tuple[int, int, Optional[list[tuple[str, int, int]]]]:
+    """(first byte, length, [(name, start, end) within the span]) of a sample's members; parts None when the
+    members lie so far apart that reading them one by one is cheaper."""
+    spans = list(members.values())
+    first = min(offset for offset, _ in spans)
+    end = max(offset + size for offset, size in spans)
+    if end - first > 2 * sum(size for _, size in spans) + 4096 * len(spans):
+        return first, end - first, None
+    return first, end - first, [(name, offset - first, offset - first + size)
+                                for name, (offset, size) in members.items()]
+
+
 class _MemberReader:
     """Reads tar members by offset, keeping a few shard files open."""
 
@@ -385,13 +397,11 @@ class _MemberReader:
     def read_members(self, path: Path, members: dict[str, Sequence[int]]) -> dict[str, bytes]:
         """Member name -> bytes. A sample's members sit next to each other in the tar (with 512-byte headers in
         between), so they are read with one seek and one read when that span is not much larger than the members."""
-        spans = [(name, int(offset), int(size)) for name, (offset, size) in members.items()]
-        first = min(offset for _, offset, _ in spans)
-        end = max(offset + size for _, offset, size in spans)
-        if end - first > 2 * sum(size for _, _, size in spans) + 4096 * len(spans):
-            return {name: self.read(path, offset, size) for name, offset, size in spans}
-        block = self.read(path, first, end - first)
-        return {name: block[offset - first:offset - first + size] for name, offset, size in spans}
+        first, length, parts = _member_span(members)
+        if parts is None:
+            return {name: self.read(path, int(offset), int(size)) for name, (offset, size) in members.items()}
+        block = self.read(path, first, length)
+        return {name: block[start:end] for name, start, end in parts}
 
     def close(self) -> None:
         for handle in self.files.values():
