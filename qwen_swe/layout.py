@@ -61,12 +61,17 @@ def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """What stored prompt ids depend on: the tokenizer's full definition (vocabulary, merges, added tokens,
     normalisation) and the two prompt templates. Shards record it; ids made under another fingerprint are not used."""
+    import json
+
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:  # a fast tokenizer serialises everything that decides its output
-        definition = backend.to_str()
+        serialised = json.loads(backend.to_str())
+        # Padding and truncation are call-time state (set by whichever batch call came last), not what ids a text
+        # gets without them: leave them out so the fingerprint does not depend on the tokenizer's history.
+        serialised.pop("padding", None)
+        serialised.pop("truncation", None)
+        definition = json.dumps(serialised, sort_keys=True)
     else:
-        import json
-
         definition = json.dumps([type(tokenizer).__name__, sorted(tokenizer.get_vocab().items())])
     digest = hashlib.sha256(definition.encode("utf-8"))
     digest.update((target_prompt("{text}") + reference_prompt("{text}")).encode("utf-8"))
