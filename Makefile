@@ -16,8 +16,12 @@ setup:
 demo: setup
 	@bash tools/demo.sh
 
+# Two pytest workers, one test file each at a time: most tests wait on launched training processes, so two files
+# in flight keep both cores busy (see tests/conftest.py for the order). One math thread per process: two workers
+# plus their launched ranks already fill the cores, and oversubscribed threads only slow each other down.
+PYTEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
 
 clean-env:
 	rm -f $(VENV)

@@ -21,11 +21,29 @@ def check_model_folder(model_dir: str | Path) -> Path:
     return model_dir
 
 
+def skip_scikit_learn_in_transformers() -> None:
+    """Keep transformers from importing scikit-learn (librosa installs it) when it loads its generation code.
+
+    transformers 4.57 imports `sklearn.metrics` only for the confidence threshold of assisted generation, which
+    qwen_tts never uses; the import costs about 2.5 s of start-up in every process (each rank of every launch).
+    Only done before transformers' generation code is loaded, so a process that already has it is left alone.
+    """
+    import sys
+
+    if "transformers.generation.candidate_generator" in sys.modules:
+        return
+    from transformers.utils import import_utils
+
+    if hasattr(import_utils, "_sklearn_available"):
+        import_utils._sklearn_available = False
+
+
 def import_qwen_tts() -> Any:
     """Import qwen_tts without its import-time banner about flash-attn (`qwen-swe env` reports attention)."""
     import contextlib
     import io
 
+    skip_scikit_learn_in_transformers()
     with contextlib.redirect_stdout(io.StringIO()):
         import qwen_tts
     return qwen_tts

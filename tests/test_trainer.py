@@ -1,10 +1,9 @@
 """The trainer under real `accelerate launch` runs (2 CPU processes): exact resume after SIGTERM and kill -9 on DDP,
-ZeRO-2 and ZeRO-3, refusal of changed math, the non-finite guard and its diagnosis."""
+ZeRO-2 and ZeRO-3, strategies that agree, refusal of changed math, export of a ZeRO-3 run."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -15,9 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from .launching import ROOT, environment, launch, losses
 from .shard_fixtures import synthetic_shards
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS = 8
 
 
@@ -35,20 +34,6 @@ def command(accelerate_config: str, model: Path, shards: Path, run_dir: Path, *e
             "run.eval_batches=2", "data.num_workers=1", "data.frame_budget=200",
             # the tiny model's 150k-row text embedding only makes checkpoints big and steps slow here
             "train.freeze=[text_embedding]", *extra]
-
-
-def environment(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra}
-
-
-def launch(args: list[str], timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
-    run = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=environment(**env))
-    return run
-
-
-def losses(run_dir: Path) -> dict[int, float]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return {record["step"]: record["loss"] for record in map(json.loads, lines)}
 
 
 def wait_for(predicate, process: subprocess.Popen, timeout: float = 300, poll: float = 0.2) -> None:
@@ -190,56 +175,3 @@ def test_strategies_agree_and_changed_math_is_refused(reference, tiny_06b, shard
     refused = launch(command("cpu_ddp.yaml", tiny_06b, shards, run_dir, "--resume", "auto", "optim.lr=0.5"))
     assert refused.returncode != 0
     assert "optim.lr" in refused.stdout + refused.stderr and "--allow-changes" in refused.stdout + refused.stderr
-
-
-def test_non_finite_steps_are_skipped_then_stop_the_run_and_diagnose_names_the_module(tiny_06b, shards, tmp_path):
-    from qwen_swe.data.stream import ShardIndex
-
-    everything = [e["key"] for shard in ShardIndex(shards, "train").shards for e in shard.entries]
-    injection = f"module=model.talker.model.layers.1.mlp;keys={','.join(everything)}"
-    run_dir = tmp_path / "run"
-    single = [sys.executable, "-m", "qwen_swe", "train", "--preset", "smoke", f"model.path={tiny_06b}",
-              f"data.shards={shards}", f"run.output_dir={run_dir}", "run.max_steps=6", "schedule.total_steps=6",
-              "run.checkpoint_every=2", "run.eval_every=0", "data.num_workers=0", "data.frame_budget=200",
-              "run.non_finite_patience=3"]
-    result = launch(single, QWEN_SWE_INJECT_NONFINITE=injection)
-    output = result.stdout + result.stderr
-    assert result.returncode == 3, output[-4000:]
-    assert "non-finite" in output and "diagnose-non-finite" in output
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["finite"] for r in records] == [False, False, False]
-    bundle = next((run_dir / "diagnostics").glob("non_finite_step*"))
-    assert json.loads((bundle / "rank0.json").read_text())["keys"]
-
-    diagnosis = launch([sys.executable, "-m", "qwen_swe", "diagnose-non-finite", "--run", str(run_dir), "--json"],
-                       QWEN_SWE_INJECT_NONFINITE=injection)
-    assert diagnosis.returncode == 0, diagnosis.stderr[-3000:]
-    report = json.loads(diagnosis.stdout)
-    assert report["culprit"]["module"] == "model.talker.model.layers.1.mlp"
-    assert report["culprit"]["output"]["inf"] > 0
-
-
-def test_the_model_learns_the_demo_corpus(tiny_06b, tmp_path):
-    from qwen_swe.demo_corpus import MANIFEST
-
-    shards = tmp_path / "shards"
-    built = launch([sys.executable, "-m", "qwen_swe", "shards", "build", str(shards), "--model", str(tiny_06b),
-                    "--manifest", str(MANIFEST), "--eval-speakers", "1", "--min-seconds", "0.5", "--no-progress"])
-    assert built.returncode == 0, built.stderr[-3000:]
-    run_dir = tmp_path / "run"
-    trained = launch([sys.executable, "-m", "qwen_swe", "train", "--preset", "smoke", f"model.path={tiny_06b}",
-                      f"data.shards={shards}", f"run.output_dir={run_dir}", "run.max_steps=12",
-                      "schedule.total_steps=12", "run.eval_every=6", "data.frame_budget=384", "data.num_workers=0",
-                      "train.freeze=[text_embedding]", "run.synth_every_evals=2", "run.synth_sentences=1"])
-    assert trained.returncode == 0, (trained.stdout + trained.stderr)[-4000:]
-    curve = [loss for _, loss in sorted(losses(run_dir).items())]
-    assert len(curve) == 12 and sum(curve[-3:]) / 3 < curve[0] - 0.5, curve
-    report = json.loads((run_dir / "report.json").read_text())
-    assert report["last_eval"]["step"] == 12 and report["best_eval"] <= report["last_eval"]["loss"] + 1e-9
-    # every second eval (step 12) a held-out voice read a Swedish sentence into TensorBoard
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(next((run_dir / "tb").rglob("events.out.tfevents.*")).parent),
-                              size_guidance={"audio": 0}).Reload()
-    audio_tags = [tag for tag in events.Tags()["audio"] if tag.startswith("synthesis/")]
-    assert audio_tags and [event.step for event in events.Audio(audio_tags[0])] == [12]
