@@ -13,13 +13,13 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS="${OMP_NUM_T
 rm -rf "$out"
 mkdir -p "$out"
 
-echo "== 1/10  a tiny random-weight Qwen3-TTS (0.6B shape) with Swedish registered"
+echo "== 1/10 a tiny random-weight Qwen3-TTS (0.6B shape) with Swedish registered"
 "$bin/qwen-swe" init-tiny "$out/model" --shape 0.6b --with-swedish
 
-echo "== 2/10  parity: the training graph equals what qwen_tts inference runs"
+echo "== 2/10 parity: the training graph equals what qwen_tts inference runs"
 "$bin/qwen-swe" parity --model "$out/model" --layout all --frames 3
 
-echo "== 3/10  shards from the Swedish demo corpus (one speaker held out for eval)"
+echo "== 3/10 shards from the Swedish demo corpus (one speaker held out for eval)"
 "$bin/qwen-swe" shards build "$out/shards" --model "$out/model" --manifest qwen_swe/demo_corpus/manifest.jsonl \
   --eval-speakers 1 --min-seconds 0.5 --samples-per-shard 8 --no-progress
 "$bin/qwen-swe" shards verify "$out/shards"
@@ -30,7 +30,7 @@ train=("$bin/accelerate" launch --config_file accelerate_configs/cpu_zero2.yaml 
        "schedule.total_steps=$steps" "run.checkpoint_every=5" "run.eval_every=5" "data.frame_budget=384"
        "data.num_workers=1" "run.synth_every_evals=3" "run.synth_sentences=1")
 
-echo "== 4/10  training: accelerate launch, 2 CPU processes, DeepSpeed ZeRO-2; interrupted at step $stop_at"
+echo "== 4/10 training: accelerate launch, 2 CPU processes, DeepSpeed ZeRO-2; interrupted at step $stop_at"
 "${train[@]}" &
 launcher=$!
 metrics="$out/run/metrics.jsonl"
@@ -42,7 +42,7 @@ echo "-- sending SIGTERM to the training processes (as a scheduler or Ctrl-C wou
 pkill -TERM -P "$launcher"
 wait "$launcher" || true
 
-echo "== 5/10  resuming from the newest complete checkpoint"
+echo "== 5/10 resuming from the newest complete checkpoint"
 "${train[@]}" --resume auto
 
 "$bin/qwen-swe" status "$out/run"
