@@ -39,8 +39,8 @@ from .train import checkpoint as ckpt
 from .train.trainer import MANIFEST
 
 WEIGHTS = "model.safetensors"
-# Files of a model folder that an export takes from the base model unchanged.
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+# Files of the base model folder an export does not copy (it writes its own weights, config and model card).
+NOT_COPIED = ("model.safetensors", "model.safetensors.index.json", "config.json", "README.md")
 MODES = ("base", "custom-voice")
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -225,7 +225,7 @@ def free_speaker_rows(talker_config: Any, count: int) -> list[int]:
     taken = taken_rows(talker_config)
     vocab = int(talker_config.vocab_size)
     start = max(taken) + 1 if taken else NUM_CODEBOOK_ENTRIES
-    candidates = [r for r in range(start, vocab)] + [r for r in range(NUM_CODEBOOK_ENTRIES, start) if r not in taken]
+    candidates = list(range(start, vocab)) + [r for r in range(NUM_CODEBOOK_ENTRIES, start) if r not in taken]
     if len(candidates) < count:
         raise ExportError(f"only {len(candidates)} free codec rows are left for {count} speakers")
     return candidates[:count]
@@ -302,9 +302,8 @@ def write_weights(network: torch.nn.Module, path: Path, dtype: torch.dtype, drop
 def copy_base_files(base_dir: Path, out: Path) -> None:
     """Tokenizer, speech tokenizer, preprocessor and generation configs: everything but weights and config."""
     for item in base_dir.iterdir():
-        if item.name in WEIGHT_FILES or item.name == "config.json" or item.name.startswith("model-0"):
-            continue
-        if item.name == "README.md":
+        # weights (single or sharded) and config are written anew; the base's model card describes another model
+        if item.name in NOT_COPIED or item.name.startswith("model-0"):
             continue
         target = out / item.name
         if item.is_dir():

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from qwen_swe import parity
 from qwen_swe.layout import LAYOUTS

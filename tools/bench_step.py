@@ -102,6 +102,16 @@ def timed(fn: Callable[[], Any]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def timed_alternating(block: int, first: Callable[[], Any], second: Callable[[], Any]
+                      ) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(timed(first), timed(second)), run in swapped order on odd blocks so a drift in machine load favours
+    neither side."""
+    if block % 2 == 0:
+        return timed(first), timed(second)
+    on_second = timed(second)
+    return timed(first), on_second
+
+
 def median(values: Iterable[float]) -> float:
     return float(statistics.median(list(values)))
 
@@ -300,11 +310,7 @@ def trainer_vs_bare(trainer: Any, bare: BareLoop, replay: list[Any], args: argpa
         def run_bare() -> None:
             bare.run(replayed)
 
-        # Alternate who goes first so a drift in machine load does not favour either side.
-        if block % 2 == 0:
-            on_trainer, on_bare = timed(run_trainer), timed(run_bare)
-        else:
-            on_bare, on_trainer = timed(run_bare), timed(run_trainer)
+        on_trainer, on_bare = timed_alternating(block, run_trainer, run_bare)
         non_finite += sum(not r["finite"] for r in records)  # a skipped update would flatter the trainer
         pairs.append((on_trainer[0], on_bare[0]))
         cpu_pairs.append((on_trainer[1], on_bare[1]))
@@ -379,10 +385,7 @@ def pipeline_vs_public(trainer: Any, bare: BareLoop, args: argparse.Namespace) -
         def run_public() -> None:
             bare.run(chunk)
 
-        if block % 2 == 0:
-            on_pipeline, on_public = timed(run_pipeline), timed(run_public)
-        else:
-            on_public, on_pipeline = timed(run_public), timed(run_pipeline)
+        on_pipeline, on_public = timed_alternating(block, run_pipeline, run_public)
         pipeline_blocks.append(({k: tally[k] - before.get(k, 0) for k in tally}, *on_pipeline))
         public_blocks.append((total_stats(chunk), *on_public))
         log.info("pipeline_vs_public block %d: pipeline %.3f s, public %.3f s", block, on_pipeline[0], on_public[0])

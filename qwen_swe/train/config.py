@@ -184,6 +184,12 @@ class RunConfig:
 
 
 # ------------------------------------------------------------------------------------------ presets
+# GPU runs train in full, in bf16 autocast over fp32 weights with activations recomputed. The text embedding (a third
+# of the parameters, the one whose gradients went non-finite first in earlier runs) stays frozen: Swedish text
+# already tokenizes with Qwen's BPE.
+_GPU_TRAIN = {"mode": "full", "precision": "bf16-mixed", "gradient_checkpointing": True,
+              "freeze": [r"talker\.model\.text_embedding\."]}
+
 # Partial configs over the defaults. model.path, data.shards and run.output_dir stay required.
 PRESETS: dict[str, dict[str, Any]] = {
     # Seconds on CPU with a tiny model: every code path (eval, checkpoint, activation stats) runs within 12 steps.
@@ -193,23 +199,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "schedule": {"warmup_steps": 2, "total_steps": 12},
         "run": {"eval_every": 4, "eval_batches": 2, "checkpoint_every": 6, "activation_stats_every": 4},
     },
-    # A bounded run of the 1.7B on Hemma (one 32 GB R9700): full fine-tune in bf16 autocast over fp32 weights,
-    # activations recomputed, 8-bit optimizer state. The text embedding (a third of the parameters, the one whose
-    # gradients went non-finite first in earlier runs) stays frozen: Swedish text already tokenizes with Qwen's BPE.
+    # A bounded run of the 1.7B on Hemma (one 32 GB R9700): the GPU training setup with 8-bit optimizer state.
     "pilot": {
         "data": {"frame_budget": 2048, "num_workers": 4},
-        "train": {"mode": "full", "precision": "bf16-mixed", "gradient_checkpointing": True,
-                  "freeze": [r"talker\.model\.text_embedding\."]},
+        "train": _GPU_TRAIN,
         "optim": {"name": "adamw_8bit", "lr": 2e-5, "accumulation": 4},
         "schedule": {"name": "cosine", "warmup_steps": 100, "total_steps": 2000},
         "run": {"eval_every": 100, "eval_batches": 20, "checkpoint_every": 500, "keep_last": 3,
                 "activation_stats_every": 100},
     },
-    # The long run on H100 hosts (one to eight GPUs each): bf16 autocast over fp32 weights, plain AdamW.
+    # The long run on H100 hosts (one to eight GPUs each): the GPU training setup with plain AdamW.
     "full": {
         "data": {"frame_budget": 4096, "num_workers": 4},
-        "train": {"mode": "full", "precision": "bf16-mixed", "gradient_checkpointing": True,
-                  "freeze": [r"talker\.model\.text_embedding\."]},
+        "train": _GPU_TRAIN,
         "optim": {"name": "adamw", "lr": 2e-5, "accumulation": 1},
         "schedule": {"name": "cosine", "warmup_steps": 1000, "total_steps": 50000},
         "run": {"eval_every": 100, "eval_batches": 50, "checkpoint_every": 500, "keep_last": 3,

@@ -136,6 +136,7 @@ class Trainer:
         # The official wrapper around the very network being trained (peft injects LoRA layers in place), so
         # in-training synthesis hears the current weights through the same generate() users call.
         self.wrapper = wrapper
+        self.synth_warned = False  # the reason in-training synthesis is skipped is said once
         objective = TalkerObjective(model, sub_talker_weight=config.objective.sub_talker_weight,
                                     mask_suppressed_logits=config.objective.mask_suppressed_logits)
         self.fault = install_fault_injection(objective, os.environ[FAULT_ENV]) if os.environ.get(FAULT_ENV) else None
@@ -333,10 +334,10 @@ class Trainer:
         """Main process: a few Swedish sentences in a held-out voice, logged as audio. Never fails the run."""
         zero3 = self.is_deepspeed and self.accelerator.state.deepspeed_plugin.zero_stage == 3
         if zero3 or not self.config.run.tensorboard:
-            if not getattr(self, "_synth_warned", False):
+            if not self.synth_warned:
                 self.say("warning: run.synth_every_evals needs TensorBoard and whole weights on one process "
                          "(not ZeRO-3); skipping in-training synthesis")
-                self._synth_warned = True
+                self.synth_warned = True
             return
         if self.main:
             from ..quality.training_audio import synthesize_for_tensorboard
