@@ -58,6 +58,19 @@ def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
     return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
 
+def codes_in_range(codes: np.ndarray) -> bool:
+    """All codes within 0..NUM_CODEBOOK_ENTRIES-1, in one pass: viewed as unsigned numbers of the same width, a
+    negative code is at least 2**15, so the unsigned maximum alone decides (every training sample is checked; two
+    reductions cost twice as much)."""
+    if codes.size == 0:
+        return True
+    if codes.dtype.kind == "i":
+        if not codes.dtype.isnative or codes.dtype.itemsize < 2:
+            return bool(codes.min() >= 0 and codes.max() < NUM_CODEBOOK_ENTRIES)
+        codes = codes.view(f"u{codes.dtype.itemsize}")
+    return int(codes.max()) < NUM_CODEBOOK_ENTRIES
+
+
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """What stored prompt ids depend on: the tokenizer's full definition (vocabulary, merges, added tokens,
     normalisation) and the two prompt templates. Shards record it; ids made under another fingerprint are not used."""
@@ -84,39 +97,73 @@ class Sample:
 
     key: str
     text: str
-    codes: torch.Tensor
+    codes: torch.Tensor | np.ndarray  # integer codes [T, 16] (the shard reader hands over int16 arrays)
     language: str = "auto"
     speaker: Optional[str] = None  # a named speaker row of talker_config.spk_id (custom voice)
-    xvector: Optional[torch.Tensor] = None  # speaker-encoder output [hidden] (voice clone)
+    xvector: Optional[torch.Tensor | np.ndarray] = None  # speaker-encoder output [hidden] (voice clone)
     speaker_mel: Optional[torch.Tensor] = None  # [frames, 128] mel of a reference; encoded in the objective
     ref_text: Optional[str] = None  # ICL reference transcript (same speaker)
-    ref_codes: Optional[torch.Tensor] = None  # ICL reference codes [R, 16]
+    ref_codes: Optional[torch.Tensor | np.ndarray] = None  # ICL reference codes [R, 16]
     # Token ids of target_prompt(text) / reference_prompt(ref_text), stored by `qwen-swe shards build` so the reader
     # need not tokenize; used only when `tokenizer_fingerprint` equals the layout's (otherwise the text is tokenized).
     prompt_ids: Optional[Sequence[int]] = None
     ref_prompt_ids: Optional[Sequence[int]] = None
     tokenizer_fingerprint: Optional[str] = None
+    # True when the codes are known to lie in 0..NUM_CODEBOOK_ENTRIES-1 and the x-vector to be finite (the shard
+    # reader's decode_sample checked them): the layout then skips those two whole-array scans, checking shapes only.
+    checked: bool = False
 
 
 @dataclass
 class LaidOut:
-    """Where every position of one sample gets its input from, plus its labels."""
+    """Where every position of one sample gets its input from, plus its labels.
+
+    Numpy arrays, not tensors: a sample is an intermediate on the way to a Batch, and numpy's per-call cost is a
+    fraction of torch's for arrays this small (the loader lays out every training sample). Collate makes the
+    tensors. The four per-position rows live in one [4, L] array so that collate moves them in one step.
+    """
 
     key: str
-    text_ids: torch.Tensor  # [L] text token id on the text channel of each position
-    codec_ids: torch.Tensor  # [L] codec special row on the codec channel, or -1
-    frame_ids: torch.Tensor  # [L] index into `frames` whose summed embedding is the codec channel, or -1
-    frames: torch.Tensor  # [F, G] all frames this sample uses (ICL: reference frames, then target frames)
+    columns: np.ndarray  # int64 [4, L]: the rows text_ids, codec_ids, frame_ids, labels (see the properties)
+    frames: np.ndarray  # integer [F, G] all frames this sample uses (ICL: reference frames, then target frames)
     speaker_position: int  # position whose codec channel is the x-vector / mel-derived embedding, or -1
-    labels: torch.Tensor  # [L] codebook-0 label predicted from each position, IGNORE where unsupervised
-    sub_positions: torch.Tensor  # [N] position whose hidden state predicted codebook 0 of target frame n
-    sub_frames: torch.Tensor  # [N] index into `frames` of target frame n
-    xvector: Optional[torch.Tensor] = None
+    first_target: int  # index into `frames` of target frame 0 (the frames from there on are the target's)
+    xvector: Optional[np.ndarray] = None  # float32 [D]
     speaker_mel: Optional[torch.Tensor] = None
 
     @property
     def length(self) -> int:
-        return int(self.text_ids.shape[0])
+        return int(self.columns.shape[1])
+
+    @property
+    def text_ids(self) -> np.ndarray:  # [L] text token id on the text channel of each position
+        return self.columns[0]
+
+    @property
+    def codec_ids(self) -> np.ndarray:  # [L] codec special row on the codec channel, or -1
+        return self.columns[1]
+
+    @property
+    def frame_ids(self) -> np.ndarray:  # [L] index into `frames` whose summed embedding is the codec channel, or -1
+        return self.columns[2]
+
+    @property
+    def labels(self) -> np.ndarray:  # [L] codebook-0 label predicted from each position, IGNORE where unsupervised
+        return self.columns[3]
+
+    @property
+    def target_frames(self) -> int:
+        return int(self.frames.shape[0]) - self.first_target
+
+    @property
+    def sub_positions(self) -> np.ndarray:
+        """[N] position whose hidden state predicted codebook 0 of target frame n: the target frames fill the last
+        N positions, and each is predicted from the position before it."""
+        return np.arange(self.length - self.target_frames - 1, self.length - 1)
+
+    @property
+    def sub_frames(self) -> np.ndarray:  # [N] index into `frames` of target frame n
+        return np.arange(self.first_target, self.frames.shape[0])
 
 
 @dataclass
@@ -225,7 +272,6 @@ class SequenceLayout:
         self.tts_eos = int(config.tts_eos_token_id)
         self._tokenizer_fingerprint: Optional[str] = None
         self._prefixes: dict[tuple, tuple[np.ndarray, np.ndarray, int]] = {}
-        self._runs: dict[int, np.ndarray] = {}
 
     # ----------------------------------------------------------------------------------------- tokenization
     @property
@@ -260,25 +306,24 @@ class SequenceLayout:
     def _fail(self, sample: Sample, field_name: str, problem: str) -> ValueError:
         return ValueError(f"sample {sample.key!r}: field {field_name!r}: {problem}")
 
-    def _check_codes(self, sample: Sample, codes: Any, field_name: str) -> tuple[torch.Tensor, np.ndarray]:
-        """The codes as a long tensor and as a numpy view of it (labels are built in numpy)."""
-        if not isinstance(codes, torch.Tensor):
+    def _check_codes(self, sample: Sample, codes: Any, field_name: str) -> np.ndarray:
+        """The codes as a numpy integer array [frames, groups] (a view of a CPU tensor; int16 arrays stay int16)."""
+        if isinstance(codes, torch.Tensor):
+            codes = _numpy(codes)
+        elif not isinstance(codes, np.ndarray):
             raise self._fail(sample, field_name, f"expected a tensor of codec codes, got {type(codes).__name__}")
-        if codes.dim() != 2 or codes.shape[1] != self.num_code_groups or codes.shape[0] < 1:
+        if codes.ndim != 2 or codes.shape[1] != self.num_code_groups or codes.shape[0] < 1:
             raise self._fail(
                 sample, field_name,
                 f"expected shape [frames>=1, {self.num_code_groups}], got {list(codes.shape)}; "
                 "encode the audio with this model's 12 Hz speech tokenizer",
             )
-        if codes.dtype.is_floating_point:
+        if codes.dtype.kind not in "iu":
             raise self._fail(sample, field_name, f"expected integer codes, got {codes.dtype}")
-        codes = codes.long()
-        array = _numpy(codes)
-        # one reduction: as unsigned 64-bit numbers, negative codes are huge, so the maximum alone decides
-        if int(array.view(np.uint64).max()) >= NUM_CODEBOOK_ENTRIES:
-            low, high = int(array.min()), int(array.max())
+        if not sample.checked and not codes_in_range(codes):
+            low, high = int(codes.min()), int(codes.max())
             raise self._fail(sample, field_name, f"codes must lie in 0..{NUM_CODEBOOK_ENTRIES - 1}, found {low}..{high}")
-        return codes, array
+        return codes
 
     def _language_row(self, sample: Sample) -> Optional[int]:
         language = (sample.language or "").lower()
@@ -305,64 +350,79 @@ class SequenceLayout:
         """Lay one sample out. Every position is (text id, codec row or -1, frame index or -1); the runs are:
 
         role ids | codec prefix (think tags, language) | speaker slot | tts_bos on codec pad | layout body, whose
-        last `frames` positions are the target frames; the labels follow from that alone (see `_labels`).
+        last `frames` positions are the target frames; the labels follow from that alone (see `_put_labels`).
+        The four rows are written into one preallocated [4, L] array, segment by segment.
         """
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
         if not isinstance(sample.text, str) or not sample.text.strip():
             raise self._fail(sample, "text", "empty text; every sample needs a transcript")
-        target, target_array = self._check_codes(sample, sample.codes, "codes")
+        target = self._check_codes(sample, sample.codes, "codes")
         language_row = self._language_row(sample)
         ids = self._prompt_arrays(sample)
         role_ids, text_ids = ids[:3], ids[3:-5]
         if not text_ids.size:
             raise self._fail(sample, "text", "tokenizes to nothing")
         xvector = self._speaker_vector(sample)
-        prefix_text, prefix_codec, speaker_position = self._prefix(sample, role_ids, language_row, xvector)
+        prefix, speaker_position = self._prefix(sample, role_ids, language_row, xvector)
 
-        count = target.shape[0]
+        count, start = target.shape[0], prefix.shape[1]
         if layout in ("icl", "icl_non_streaming"):
-            frames, first_target, body = self._icl(sample, layout, text_ids, target, count)
+            reference = self._reference_codes(sample)
+            frames, first_target = np.concatenate((reference, target)), reference.shape[0]
+            ref_ids = self._prompt_arrays(sample, reference=True)[3:-2]
+            prompt_text = np.concatenate((ref_ids, text_ids, (self.tts_eos,)))
+            # the frame side after the codec prefix is [bos, reference frames, target frames] in both ICL layouts
+            body = (prompt_text.size if layout == "icl_non_streaming" else 0) + 1 + frames.shape[0]
         else:
             frames, first_target = target, 0
-            if layout == "non_streaming":  # all text on codec pad, tts_eos, tts_pad on codec bos, then frames
-                body_text = np.concatenate((text_ids, (self.tts_eos, self.tts_pad), self._run(self.tts_pad, count)))
-                body_codec = np.concatenate((self._run(self.codec_pad, text_ids.size + 1), (self.codec_bos,),
-                                             self._run(-1, count)))
-                body_frame = np.concatenate((self._run(-1, text_ids.size + 2), np.arange(count)))
-            else:  # streaming: first token on codec bos, the rest (then tts_eos) trails along the frames
-                trailing = np.concatenate((text_ids[1:], (self.tts_eos,)))
-                body_text = np.concatenate((text_ids[:1], self._fit(trailing, count)))
-                body_codec = np.concatenate(((self.codec_bos,), self._run(-1, count)))
-                body_frame = np.arange(-1, count)
-            body = (body_text, body_codec, body_frame)
-
-        text = np.concatenate((prefix_text, body[0]))
-        length = text.size
+            body = (text_ids.size + 2 if layout == "non_streaming" else 1) + count
+        length = start + body
         if length > self.max_positions:
             raise self._fail(
                 sample, "text",
                 f"sequence of {length} positions exceeds the talker's limit of {self.max_positions}; "
                 "shorten the text or the audio (or the ICL reference)",
             )
-        labels, sub_positions = self._labels(length, target_array[:, 0])
-        return LaidOut(
-            key=sample.key,
-            text_ids=torch.from_numpy(text.astype(np.int64, copy=False)),
-            codec_ids=torch.from_numpy(np.concatenate((prefix_codec, body[1])).astype(np.int64, copy=False)),
-            frame_ids=torch.from_numpy(np.concatenate((self._run(-1, prefix_text.size), body[2]))),
-            frames=frames,
-            speaker_position=speaker_position,
-            labels=torch.from_numpy(labels),
-            sub_positions=torch.from_numpy(sub_positions),
-            sub_frames=torch.from_numpy(np.arange(first_target, first_target + count, dtype=np.int64)),
-            xvector=xvector,
-            speaker_mel=sample.speaker_mel if xvector is None else None,
-        )
+        columns = np.empty((4, length), dtype=np.int64)
+        columns[:3, :start] = prefix
+        text, codec, frame, labels = columns
+        if layout == "non_streaming":  # all text on codec pad, tts_eos, tts_pad on codec bos, then frames
+            bos = start + text_ids.size + 1
+            text[start:bos - 1] = text_ids
+            text[bos - 1] = self.tts_eos
+            text[bos:] = self.tts_pad
+            codec[start:bos] = self.codec_pad
+            codec[bos] = self.codec_bos
+            frame[start:bos] = -1
+        elif layout == "streaming":  # first token on codec bos, the rest (then tts_eos) trails along the frames
+            bos = start
+            text[bos] = text_ids[0]
+            self._put_text(text, bos + 1, np.concatenate((text_ids[1:], (self.tts_eos,))))
+            codec[bos] = self.codec_bos
+        elif layout == "icl_non_streaming":  # all prompt text on codec pad first; frames on tts_pad
+            bos = start + prompt_text.size
+            text[start:bos] = prompt_text
+            text[bos:] = self.tts_pad
+            codec[start:bos] = self.codec_pad
+            codec[bos] = self.codec_bos
+            frame[start:bos] = -1
+        else:  # icl: the prompt text rides on [bos, reference frames]; what is left trails along the target frames
+            bos = start
+            self._put_text(text[:bos + 1 + first_target], bos, prompt_text)
+            self._put_text(text, bos + 1 + first_target, prompt_text[1 + first_target:])
+            codec[bos] = self.codec_bos
+        codec[bos + 1:] = -1
+        frame[bos:] = np.arange(-1, length - bos - 1)
+        self._put_labels(labels, target[:, 0])
+        return LaidOut(key=sample.key, columns=columns, frames=frames, speaker_position=speaker_position,
+                       first_target=first_target, xvector=xvector,
+                       speaker_mel=sample.speaker_mel if xvector is None else None)
 
     def _prefix(self, sample: Sample, role_ids: np.ndarray, language_row: Optional[int],
-                xvector: Optional[torch.Tensor]) -> tuple[np.ndarray, np.ndarray, int]:
-        """(text, codec, speaker position) of the positions before the layout body; none of them holds a frame.
+                xvector: Optional[np.ndarray]) -> tuple[np.ndarray, int]:
+        """([text, codec, frame] rows, speaker position) of the positions before the layout body; none of them
+        holds a frame.
 
         Role ids (text only), then the codec prefix on tts_pad: think tags (+ language), the speaker slot (a named
         speaker row, or an empty codec channel the objective fills with the x-vector / mel embedding), then tts_bos
@@ -392,82 +452,53 @@ class SequenceLayout:
             text = list(key[0]) + [self.tts_pad] * len(rows) + [self.tts_bos]
             codec = [-1] * len(key[0]) + rows + [self.codec_pad]
             speaker_position = len(text) - 2 if slot else -1
-            cached = (np.array(text, dtype=np.int64), np.array(codec, dtype=np.int64), speaker_position)
+            cached = (np.array([text, codec, [-1] * len(text)], dtype=np.int64), speaker_position)
             if len(self._prefixes) < 256:
                 self._prefixes[key] = cached
         return cached
 
-    def _speaker_vector(self, sample: Sample) -> Optional[torch.Tensor]:
+    def _speaker_vector(self, sample: Sample) -> Optional[np.ndarray]:
+        """The sample's x-vector as float32 numpy [hidden], validated (None when it has none)."""
         if sample.xvector is None:
             return None
         vector = sample.xvector
-        if not isinstance(vector, torch.Tensor):
-            vector = torch.as_tensor(vector)
-        vector = vector.reshape(-1) if vector.dim() == 2 and vector.shape[0] == 1 else vector
-        if vector.dim() != 1 or vector.shape[0] != self.hidden_size:
+        vector = _numpy(vector) if isinstance(vector, torch.Tensor) else np.asarray(vector)
+        vector = vector.reshape(-1) if vector.ndim == 2 and vector.shape[0] == 1 else vector
+        if vector.ndim != 1 or vector.shape[0] != self.hidden_size:
             raise self._fail(
                 sample, "xvector",
                 f"expected a speaker embedding of size {self.hidden_size} (the talker's hidden size), "
                 f"got shape {list(vector.shape)}; was it made by another model size's speaker encoder?",
             )
-        vector = vector.float()
-        if not np.isfinite(_numpy(vector)).all():
+        vector = vector.astype(np.float32, copy=False)
+        if not sample.checked and not np.isfinite(vector).all():
             raise self._fail(sample, "xvector", "contains NaN or inf")
         if sample.speaker:
             raise self._fail(sample, "speaker", "give either a named speaker or an x-vector, not both")
         return vector
 
-    def _icl(self, sample: Sample, layout: str, text_ids: np.ndarray, target: torch.Tensor, count: int) -> tuple:
-        """Reference text + target text (+ tts_eos) against [codec bos, reference frames], then the target frames.
-
-        Frame indices run over [reference frames, target frames], so the codec side of everything after the codec
-        prefix is [bos, frame 0, frame 1, ...] whichever ICL layout it is.
-        """
+    def _reference_codes(self, sample: Sample) -> np.ndarray:
+        """The ICL reference's codes, checked (the ICL layouts need its transcript and codes)."""
         if not sample.ref_text or not sample.ref_text.strip():
             raise self._fail(sample, "ref_text", "the ICL layout needs the reference utterance's transcript")
         if sample.ref_codes is None:
             raise self._fail(sample, "ref_codes", "the ICL layout needs the reference utterance's codec codes")
-        reference, _ = self._check_codes(sample, sample.ref_codes, "ref_codes")
-        frames = torch.from_numpy(np.concatenate((_numpy(reference), _numpy(target))))
-        references = reference.shape[0]
-        ref_ids = self._prompt_arrays(sample, reference=True)[3:-2]
-        prompt_text = np.concatenate((ref_ids, text_ids, (self.tts_eos,)))
-        codec_side = np.concatenate(((self.codec_bos,), self._run(-1, references + count)))
-        frame_side = np.arange(-1, references + count)
-        if layout == "icl_non_streaming":  # all prompt text on codec pad first; frames on tts_pad
-            body_text = np.concatenate((prompt_text, self._run(self.tts_pad, codec_side.size)))
-            body_codec = np.concatenate((self._run(self.codec_pad, prompt_text.size), codec_side))
-            body_frame = np.concatenate((self._run(-1, prompt_text.size), frame_side))
-        else:  # the prompt text rides on [bos, reference frames]; what is left trails along the target frames
-            prompt = references + 1
-            body_text = np.concatenate((self._fit(prompt_text[:prompt], prompt), self._fit(prompt_text[prompt:], count)))
-            body_codec, body_frame = codec_side, frame_side
-        return frames, references, (body_text, body_codec, body_frame)
+        return self._check_codes(sample, sample.ref_codes, "ref_codes")
 
-    def _run(self, value: int, count: int) -> np.ndarray:
-        """`count` copies of `value` (np.full, but as a view of a long run made once: callers concatenate it)."""
-        run = self._runs.get(value)
-        if run is None or run.size < count:
-            run = self._runs[value] = np.full(max(count, 4096), value, dtype=np.int64)
-            run.flags.writeable = False
-        return run[:count]
+    def _put_text(self, row: np.ndarray, start: int, ids: np.ndarray) -> None:
+        """row[start:] = ids, cut to fit or padded with tts_pad (text may run out before the frames do)."""
+        fitting = min(ids.size, row.size - start)
+        row[start:start + fitting] = ids[:fitting]
+        row[start + fitting:] = self.tts_pad
 
-    def _fit(self, ids: np.ndarray, count: int) -> np.ndarray:
-        """Exactly `count` text ids: the first `count` of `ids`, padded with tts_pad (text runs out before frames)."""
-        if ids.size >= count:
-            return ids[:count]
-        return np.concatenate((ids, self._run(self.tts_pad, count - ids.size)))
-
-    def _labels(self, length: int, codebook0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(labels, sub-talker positions). The target frames are the last `len(codebook0)` positions: the position
-        just before each target frame predicts its codebook 0 (the last prompt position predicts frame 0), and the
-        position fed the last frame predicts EOS."""
-        count = codebook0.shape[0]
-        first = length - count
-        labels = np.full(length, IGNORE, dtype=np.int64)
-        labels[first - 1:length - 1] = codebook0
-        labels[length - 1] = self.codec_eos
-        return labels, np.arange(first - 1, length - 1, dtype=np.int64)
+    def _put_labels(self, labels: np.ndarray, codebook0: np.ndarray) -> None:
+        """The target frames are the last `len(codebook0)` positions: the position just before each target frame
+        predicts its codebook 0 (the last prompt position predicts frame 0), and the position fed the last frame
+        predicts EOS; nothing else is supervised."""
+        first = labels.size - codebook0.shape[0]
+        labels[:first - 1] = IGNORE
+        labels[first - 1:-1] = codebook0
+        labels[-1] = self.codec_eos
 
     # ----------------------------------------------------------------------------------------- batching
     def collate(self, items: Sequence[LaidOut]) -> Batch:
@@ -485,47 +516,50 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
 def collate(items: Sequence[LaidOut], pad_text_id: int, hidden_size: int) -> Batch:
     """Right-pad laid-out samples to the batch's longest one; concatenate their frames.
 
-    Whole-tensor work: each per-position column of all samples is concatenated once and scattered into the padded
-    [B, L] tensor through the mask of real positions (row-major, so sample by sample, in order).
+    Numpy throughout, tensors made once at the end: each sample's [4, L] rows are copied into its row of a padded
+    [4, B, L] grid with one assignment; frame and sub-talker indices are computed for all samples at once.
     """
     if not items:
         raise ValueError("cannot collate an empty batch")
     batch_size = len(items)
-    lengths = torch.tensor([item.length for item in items])
-    frame_counts = torch.tensor([item.frames.shape[0] for item in items])
-    frame_offsets = frame_counts.cumsum(0) - frame_counts  # where each sample's frames start in `frames`
-    real = torch.arange(int(lengths.max())) < lengths[:, None]
-
-    def padded(column: str, fill: int) -> torch.Tensor:
-        out = torch.full(real.shape, fill, dtype=torch.long)
-        out[real] = torch.cat([getattr(item, column) for item in items])
-        return out
-
-    frame_ids = padded("frame_ids", -1)
-    frame_ids += torch.where(frame_ids >= 0, frame_offsets[:, None], 0)
-    sub_positions = torch.cat([item.sub_positions for item in items])
-    sub_counts = torch.tensor([item.sub_positions.shape[0] for item in items])
+    lengths = [item.columns.shape[1] for item in items]
+    grid = np.empty((4, batch_size, max(lengths)), dtype=np.int64)
+    grid[:] = np.array([pad_text_id, -1, -1, IGNORE])[:, None, None]
+    for row, (item, length) in enumerate(zip(items, lengths)):
+        grid[:, row, :length] = item.columns
+    lengths = np.array(lengths)
+    real = np.arange(grid.shape[2]) < lengths[:, None]
+    frame_counts = np.array([item.frames.shape[0] for item in items])
+    first_targets = np.array([item.first_target for item in items])
+    frame_offsets = np.cumsum(frame_counts) - frame_counts  # where each sample's frames start in `frames`
+    text_ids, codec_ids, frame_ids, labels = grid
+    frame_ids += np.where(frame_ids >= 0, frame_offsets[:, None], 0)
+    # Sub-talker steps: target frame n of sample i is frames[offset_i + first_target_i + n], and the position
+    # predicting its codebook 0 is length_i - count_i - 1 + n (the target frames fill each sample's last positions).
+    counts = frame_counts - first_targets
+    step = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     with_xvector = [row for row, item in enumerate(items) if item.xvector is not None]
     xvectors = None
     if with_xvector:
-        xvectors = torch.zeros((batch_size, hidden_size), dtype=torch.float32)
-        xvectors[with_xvector] = torch.stack([items[row].xvector for row in with_xvector]).float()
-    attention_mask = real.long()
-    # Positions count real tokens only, as generate() derives them from the attention mask.
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        xvectors = np.zeros((batch_size, hidden_size), dtype=np.float32)
+        xvectors[with_xvector] = np.stack([items[row].xvector for row in with_xvector])
+    # Positions count real tokens only, as generate() derives them from the attention mask: with right padding
+    # that is the column index, held at the last real position over the padding.
+    positions = np.minimum(np.arange(grid.shape[2]), lengths[:, None] - 1)
+    tensor = torch.from_numpy
     return Batch(
         keys=[item.key for item in items],
-        text_ids=padded("text_ids", pad_text_id),
-        codec_ids=padded("codec_ids", -1),
-        frame_ids=frame_ids,
-        frames=torch.cat([item.frames for item in items], dim=0),
-        attention_mask=attention_mask,
-        position_ids=positions.unsqueeze(0).expand(3, -1, -1).contiguous(),
-        labels=padded("labels", IGNORE),
-        speaker_positions=torch.tensor([item.speaker_position for item in items], dtype=torch.long),
-        xvectors=xvectors,
+        text_ids=tensor(text_ids),
+        codec_ids=tensor(codec_ids),
+        frame_ids=tensor(frame_ids),
+        frames=tensor(np.concatenate([item.frames for item in items], dtype=np.int64)),
+        attention_mask=tensor(real.astype(np.int64)),
+        position_ids=tensor(np.repeat(positions[None], 3, axis=0)),
+        labels=tensor(labels),
+        speaker_positions=tensor(np.array([item.speaker_position for item in items], dtype=np.int64)),
+        xvectors=None if xvectors is None else tensor(xvectors),
         speaker_mels=[item.speaker_mel for item in items],
-        sub_batch=torch.repeat_interleave(torch.arange(batch_size), sub_counts),
-        sub_positions=sub_positions,
-        sub_frames=torch.cat([item.sub_frames for item in items]) + torch.repeat_interleave(frame_offsets, sub_counts),
+        sub_batch=tensor(np.repeat(np.arange(batch_size), counts)),
+        sub_positions=tensor(step + np.repeat(lengths - counts - 1, counts)),
+        sub_frames=tensor(step + np.repeat(frame_offsets + first_targets, counts)),
     )

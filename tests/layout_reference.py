@@ -7,11 +7,33 @@ Validation is left to the real layout: only valid samples are given to this one.
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import torch
 
-from qwen_swe.layout import IGNORE, Batch, LaidOut, Sample, SequenceLayout
+from qwen_swe.layout import IGNORE, Batch, Sample, SequenceLayout
+
+
+@dataclass
+class LaidOut:
+    """A laid-out sample as the reference makes it: one tensor per per-position column."""
+
+    key: str
+    text_ids: torch.Tensor
+    codec_ids: torch.Tensor
+    frame_ids: torch.Tensor
+    frames: torch.Tensor
+    speaker_position: int
+    labels: torch.Tensor
+    sub_positions: torch.Tensor
+    sub_frames: torch.Tensor
+    xvector: Optional[torch.Tensor] = None
+    speaker_mel: Optional[torch.Tensor] = None
+
+    @property
+    def length(self) -> int:
+        return int(self.text_ids.shape[0])
 
 
 def reference_build(layout: SequenceLayout, sample: Sample, name: str) -> LaidOut:

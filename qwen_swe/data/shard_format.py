@@ -31,14 +31,16 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
+import msgspec
 import numpy as np
+
+from ..layout import NUM_CODEBOOK_ENTRIES as CODEBOOK_SIZE, codes_in_range
 
 FORMAT = "qwen-swe-shards/1"
 INDEX_NAME = "index.json"
 NUM_CODE_GROUPS = 16
-CODEBOOK_SIZE = 2048
 FRAME_RATE = 12.5
 FIELDS = ("json", "codes.npy", "xvector.npy", "ref_codes.npy")
 REQUIRED_FIELDS = ("json", "codes.npy", "xvector.npy")
@@ -49,16 +51,41 @@ class ShardSample:
     """One decoded sample, as the reader hands it to the layout."""
 
     key: str
-    meta: dict[str, Any]
+    text: str
+    language: Optional[str]
     codes: np.ndarray  # int16 [T, 16]
     xvector: np.ndarray  # float32 [D]
     ref_codes: Optional[np.ndarray]  # int16 [R, 16] or None
+    ref_text: Optional[str] = None  # the ICL reference's transcript (when the sample has reference codes)
     prompt_ids: Optional[np.ndarray] = None  # int64 token ids of the text's prompt (shards built with them)
     ref_prompt_ids: Optional[np.ndarray] = None  # int64 token ids of the reference text's prompt
+    raw_json: bytes = b""  # the sample's `<key>.json` member
 
     @property
-    def text(self) -> str:
-        return self.meta["text"]
+    def meta(self) -> dict[str, Any]:
+        """Every field of `<key>.json` (parsed on use: the reader needs only the typed fields above)."""
+        return json.loads(self.raw_json)
+
+
+TokenId = Annotated[int, msgspec.Meta(ge=0, lt=2**31)]
+PromptIds = Annotated[list[TokenId], msgspec.Meta(min_length=1)]
+
+
+class _Reference(msgspec.Struct):
+    text: Optional[str] = None
+    prompt_ids: Optional[PromptIds] = None
+
+
+class _ReaderFields(msgspec.Struct):
+    """The fields of `<key>.json` the reader uses, type-checked while parsing (other fields are skipped)."""
+
+    text: str
+    language: Optional[str] = None
+    prompt_ids: Optional[PromptIds] = None
+    reference: Optional[_Reference] = None
+
+
+_READER_FIELDS = msgspec.json.Decoder(_ReaderFields)
 
 
 def check_key(key: str) -> str:
@@ -135,18 +162,9 @@ def decode_sample(key: str, members: dict[str, bytes], xvector_dim: Optional[int
     for name in REQUIRED_FIELDS:
         if name not in members:
             raise ValueError(f"sample {key!r}: field {name!r} is missing")
-    try:
-        meta = json.loads(members["json"].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"sample {key!r}: field 'json' is not UTF-8 JSON ({error})") from error
-    text = meta.get("text")
-    if not isinstance(text, str) or not text.strip():
+    text, language, prompt_ids, reference = _read_json(key, members["json"])
+    if not text.strip():
         raise ValueError(f"sample {key!r}: field 'text' is empty")
-    prompt_ids = _read_prompt_ids(key, meta.get("prompt_ids"), "prompt_ids")
-    reference = meta.get("reference")
-    ref_prompt_ids = None
-    if isinstance(reference, dict):
-        ref_prompt_ids = _read_prompt_ids(key, reference.get("prompt_ids"), "reference.prompt_ids")
     codes = _read_codes(key, members["codes.npy"], "codes.npy")
     try:
         xvector = read_npy(members["xvector.npy"])
@@ -157,11 +175,53 @@ def decode_sample(key: str, members: dict[str, bytes], xvector_dim: Optional[int
                          f"expected [{xvector_dim}]")
     if not np.isfinite(xvector).all():
         raise ValueError(f"sample {key!r}: field 'xvector.npy' contains NaN or inf")
-    ref_codes = None
+    ref_codes = ref_text = ref_prompt_ids = None
     if "ref_codes.npy" in members:
         ref_codes = _read_codes(key, members["ref_codes.npy"], "ref_codes.npy")
-    return ShardSample(key=key, meta=meta, codes=codes, xvector=xvector.astype(np.float32), ref_codes=ref_codes,
-                       prompt_ids=prompt_ids, ref_prompt_ids=ref_prompt_ids)
+        ref_text, ref_prompt_ids = reference
+    return ShardSample(key=key, text=text, language=language, codes=codes,
+                       xvector=xvector.astype(np.float32, copy=False), ref_codes=ref_codes, ref_text=ref_text,
+                       prompt_ids=prompt_ids, ref_prompt_ids=ref_prompt_ids, raw_json=members["json"])
+
+
+def _read_json(key: str, data: bytes) -> tuple[str, Optional[str], Optional[np.ndarray], tuple]:
+    """(text, language, prompt ids, (reference text, reference prompt ids)) of a sample's json member.
+
+    msgspec parses and type-checks the fields in one pass (a few microseconds; the reader does this for every
+    sample). Anything it refuses is parsed again with the json module and checked field by field, which names the
+    problem, or accepts what the typed view is stricter about (a language or reference of another type, which the
+    layout then reports or ignores).
+    """
+    try:
+        fields = _READER_FIELDS.decode(data)
+    except msgspec.DecodeError:
+        return _read_json_field_by_field(key, data)
+    reference = fields.reference or _Reference()
+    return (fields.text, fields.language, _id_array(fields.prompt_ids),
+            (reference.text, _id_array(reference.prompt_ids)))
+
+
+def _id_array(ids: Optional[list[int]]) -> Optional[np.ndarray]:
+    return None if ids is None else np.array(ids, dtype=np.int64)
+
+
+def _read_json_field_by_field(key: str, data: bytes) -> tuple[str, Optional[str], Optional[np.ndarray], tuple]:
+    try:
+        meta = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"sample {key!r}: field 'json' is not UTF-8 JSON ({error})") from error
+    if not isinstance(meta, dict):
+        raise ValueError(f"sample {key!r}: field 'json' is not a JSON object")
+    text = meta.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"sample {key!r}: field 'text' is empty")
+    prompt_ids = _read_prompt_ids(key, meta.get("prompt_ids"), "prompt_ids")
+    reference = meta.get("reference")
+    ref_text, ref_prompt_ids = None, None
+    if isinstance(reference, dict):
+        ref_text = reference.get("text")
+        ref_prompt_ids = _read_prompt_ids(key, reference.get("prompt_ids"), "reference.prompt_ids")
+    return text, meta.get("language"), prompt_ids, (ref_text, ref_prompt_ids)
 
 
 def _read_prompt_ids(key: str, ids: Any, field: str) -> Optional[np.ndarray]:
@@ -188,19 +248,6 @@ def _read_codes(key: str, data: bytes, field: str) -> np.ndarray:
     if not codes_in_range(codes):
         raise ValueError(f"sample {key!r}: field {field!r} has codes outside 0..{CODEBOOK_SIZE - 1}")
     return codes
-
-
-def codes_in_range(codes: np.ndarray) -> bool:
-    """All codes within 0..CODEBOOK_SIZE-1, in one pass: viewed as unsigned 16-bit or wider, a negative code is at
-    least 2**15, so the unsigned maximum alone decides (the reader checks every sample; two reductions cost twice as
-    much)."""
-    if codes.size == 0:
-        return True
-    if codes.dtype.kind == "i":
-        if not codes.dtype.isnative or codes.dtype.itemsize < 2:
-            return bool(codes.min() >= 0 and codes.max() < CODEBOOK_SIZE)
-        codes = codes.view(f"u{codes.dtype.itemsize}")
-    return int(codes.max()) < CODEBOOK_SIZE
 
 
 # ------------------------------------------------------------------ helpers shared by the builder and verify

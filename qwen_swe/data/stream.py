@@ -27,9 +27,8 @@ import logging
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, NamedTuple, Optional, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -41,8 +40,9 @@ log = logging.getLogger(__name__)
 BAD_SAMPLE_POLICIES = ("skip", "fail")
 
 
-@dataclass(frozen=True)
-class SampleRef:
+class SampleRef(NamedTuple):
+    """One sample in an epoch's plan (a named tuple: plans hold one per sample of the corpus, made every epoch)."""
+
     shard: int  # index into the split's shard list
     entry: int  # index into that shard's entries
     cost: int  # frames the sample occupies in a batch (target frames, plus reference frames when ICL is trained)
@@ -256,6 +256,11 @@ class ShardStream(IterableDataset):
         batches = plan_epoch(index, config.seed, epoch, config.frame_budget, config.pool_size,
                              config.with_reference, config.max_samples)
         self.plan = deal_to_rank(batches, rank, world_size)
+        # Each batch's layout, drawn for the whole epoch at once: a function of (seed, epoch, rank) and the batch
+        # number alone, so a resumed epoch gives its remaining batches the same layouts.
+        names = sorted(config.layouts)
+        self.layout_names = _rng(config.seed, epoch, rank, "layouts").choices(
+            names, [config.layouts[n] for n in names], k=len(self.plan))
 
     def __len__(self) -> int:
         return max(0, len(self.plan) - self.start)
@@ -273,13 +278,8 @@ class ShardStream(IterableDataset):
         finally:
             reader.close()
 
-    def _layout_for(self, number: int) -> str:
-        names = sorted(self.config.layouts)
-        weights = [self.config.layouts[n] for n in names]
-        return _rng(self.config.seed, self.epoch, self.rank, number, "layout").choices(names, weights)[0]
-
     def _batch(self, number: int, reader: "_MemberReader") -> Batch:
-        name = self._layout_for(number)
+        name = self.layout_names[number]
         laid, bad = [], []
         for ref in self.plan[number]:
             shard = self.index.shards[ref.shard]
@@ -331,20 +331,18 @@ def load_sample(shard: ShardInfo, entry: dict[str, Any], reader: "_MemberReader"
     """
     key = entry["key"]
     decoded = decode_sample(key, reader.read_members(shard.path, entry["members"]), xvector_dim)
-    meta = decoded.meta
-    reference = meta.get("reference") or {}
-    with_reference = decoded.ref_codes is not None
     return Sample(
         key=key,
         text=decoded.text,
-        codes=torch.from_numpy(decoded.codes.astype(np.int64)),
-        language=meta.get("language") or language,
-        xvector=torch.from_numpy(decoded.xvector),
-        ref_text=reference.get("text") if with_reference else None,
-        ref_codes=torch.from_numpy(decoded.ref_codes.astype(np.int64)) if with_reference else None,
+        codes=decoded.codes,  # int16, read-only views of the shard's bytes: the layout copies what it keeps
+        language=decoded.language or language,
+        xvector=decoded.xvector,
+        ref_text=decoded.ref_text,
+        ref_codes=decoded.ref_codes,
         prompt_ids=decoded.prompt_ids,
-        ref_prompt_ids=decoded.ref_prompt_ids if with_reference else None,
+        ref_prompt_ids=decoded.ref_prompt_ids,
         tokenizer_fingerprint=tokenizer_fingerprint,
+        checked=True,
     )
 
 
