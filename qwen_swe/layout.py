@@ -412,6 +412,8 @@ class SequenceLayout:
             self._put_text(text[:bos + 1 + first_target], bos, prompt_text)
             self._put_text(text, bos + 1 + first_target, prompt_text[1 + first_target:])
             codec[bos] = self.codec_bos
+        # Every layout ends the same way: the codec bos position (no frame), then one position per frame, whose codec
+        # channel is that frame's embedding (-1 here) and whose frame index counts up from 0.
         codec[bos + 1:] = -1
         frame[bos:] = np.arange(-1, length - bos - 1)
         self._put_labels(labels, target[:, 0])

@@ -162,6 +162,7 @@ def test_truncated_and_missing_shards_never_hang(tmp_path, layout):
     ("json", lambda m: m.update({"json": json.dumps({"text": "Hej", "reference": {"prompt_ids": "5"}}).encode()}),
      "'reference.prompt_ids' must be"),
     ("codes.npy", lambda m: m.update({"codes.npy": m["codes.npy"][:-2]}), "truncated"),
+    ("json", lambda m: m.update({"json": b"[1, 2]"}), "not a JSON object"),
 ])
 def test_each_bad_member_is_named_by_key_and_field(field, change, words):
     members = encode_sample("k1", {"text": "Hej"}, np.zeros((4, 16)), np.zeros(64))
@@ -169,6 +170,34 @@ def test_each_bad_member_is_named_by_key_and_field(field, change, words):
     with pytest.raises(ValueError) as info:
         decode_sample("k1", members, xvector_dim=64)
     assert "'k1'" in str(info.value) and words in str(info.value), str(info.value)
+
+
+def comparable(fields):
+    """(text, language, prompt ids, reference text, reference prompt ids) with the id arrays as lists."""
+    text, language, prompt_ids, (ref_text, ref_prompt_ids) = fields
+    listed = [None if ids is None else ids.tolist() for ids in (prompt_ids, ref_prompt_ids)]
+    return text, language, listed[0], ref_text, listed[1]
+
+
+@pytest.mark.parametrize("meta", [
+    {"text": "Hej"},
+    {"text": "Hej på dig", "language": "swedish", "prompt_ids": [1, 2, 3], "speaker": "a", "extra": {"x": [1.5]}},
+    {"text": "Hej", "language": None, "reference": {"key": "r", "text": "Ja.", "prompt_ids": [7, 8]}},
+    {"text": "Hej", "reference": "not an object"},  # the typed parser refuses it; the field-by-field one ignores it
+    {"text": "Hej", "language": 5},  # passed on as it is: the layout names an unknown language
+])
+def test_sample_json_reads_the_same_whichever_parser_reads_it(meta):
+    """The typed parser (msgspec) is the fast path; the field-by-field one names problems. What one accepts, both
+    read the same way, and the whole json stays available as `meta`."""
+    from qwen_swe.data.shard_format import _read_json, _read_json_field_by_field
+
+    data = json.dumps(meta, ensure_ascii=False).encode("utf-8")
+    assert comparable(_read_json("k1", data)) == comparable(_read_json_field_by_field("k1", data))
+    members = encode_sample("k1", meta, np.zeros((4, 16)), np.zeros(64), ref_codes=np.ones((2, 16)))
+    sample = decode_sample("k1", members, xvector_dim=64)
+    assert sample.meta == meta and sample.text == meta["text"]
+    reference = meta.get("reference")
+    assert sample.ref_text == (reference.get("text") if isinstance(reference, dict) else None)
 
 
 @pytest.mark.parametrize("array", [
