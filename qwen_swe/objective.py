@@ -171,3 +171,39 @@ class TalkerObjective(nn.Module):
             "sub_talker_loss": sub_talker_loss.detach(),
             **metrics,
         }
+
+
+class ScoreTally:
+    """Sums of TalkerObjective outputs over batches, for held-out scores: the trainer's eval (summed across ranks)
+    and `qwen-swe eval` (one per layout, then all together) both report these means.
+
+    Each frame-weighted metric is a per-batch mean times the batch's target frames, so the result is the mean per
+    frame over everything scored, not a mean of batch means; EOS accuracy is weighted by samples (one EOS each).
+    """
+
+    FRAME_WEIGHTED = ("loss", "codebook0_loss", "sub_talker_loss", "codebook0_accuracy", "sub_talker_accuracy")
+
+    def __init__(self, sums: Optional[torch.Tensor] = None, device: torch.device | str = "cpu"):
+        # [frame-weighted sums..., eos_accuracy x samples, frames, samples], in float64 so long evals do not drift
+        self.sums = sums if sums is not None else torch.zeros(len(self.FRAME_WEIGHTED) + 3, dtype=torch.float64,
+                                                               device=device)
+
+    def add(self, out: dict[str, torch.Tensor], samples: int) -> None:
+        frames = float(out["frames"])
+        values = [float(out[name]) * frames for name in self.FRAME_WEIGHTED]
+        values += [float(out["eos_accuracy"]) * samples, frames, float(samples)]
+        self.sums += torch.tensor(values, dtype=torch.float64, device=self.sums.device)
+
+    def __add__(self, other: "ScoreTally") -> "ScoreTally":
+        return ScoreTally(self.sums + other.sums.to(self.sums.device))
+
+    @property
+    def frames(self) -> float:
+        return float(self.sums[-2])
+
+    def means(self) -> dict[str, float]:
+        """The metrics' means, plus the frames and samples they cover (all zero when nothing was scored)."""
+        sums = self.sums.tolist()
+        frames, samples = sums[-2], sums[-1]
+        means = {name: value / max(frames, 1.0) for name, value in zip(self.FRAME_WEIGHTED, sums)}
+        return {**means, "eos_accuracy": sums[-3] / max(samples, 1.0), "frames": frames, "samples": samples}

@@ -141,3 +141,25 @@ def test_bad_input_names_the_sample_and_the_field(setup):
     short.talker_config.max_position_embeddings = 40
     with pytest.raises(ValueError, match=r"field 'text'.*exceeds the talker's limit of 40"):
         SequenceLayout(short, wrapper.processor.tokenizer).build(bad(good, text="Hej " * 30), "non_streaming")
+
+
+def test_held_out_scores_are_means_per_frame_over_everything_scored():
+    """Two batches of 30 and 10 frames with losses 1 and 3 average to 1.5 per frame (not 2, the mean of batch means);
+    EOS accuracy is weighted by samples; tallies add up like one tally of every batch."""
+    from qwen_swe.objective import ScoreTally
+
+    def out(frames, loss, eos_accuracy):
+        values = dict.fromkeys(ScoreTally.FRAME_WEIGHTED, loss)
+        return {**{k: torch.tensor(v) for k, v in values.items()}, "eos_accuracy": torch.tensor(eos_accuracy),
+                "frames": torch.tensor(float(frames))}
+
+    first, second, both = ScoreTally(), ScoreTally(), ScoreTally()
+    first.add(out(30, 1.0, 1.0), samples=3)
+    second.add(out(10, 3.0, 0.0), samples=1)
+    both.add(out(30, 1.0, 1.0), samples=3)
+    both.add(out(10, 3.0, 0.0), samples=1)
+    means = (first + second).means()
+    assert means == both.means()
+    assert means["loss"] == pytest.approx(1.5) and means["sub_talker_accuracy"] == pytest.approx(1.5)
+    assert means["eos_accuracy"] == pytest.approx(0.75) and means["frames"] == 40 and means["samples"] == 4
+    assert ScoreTally().means()["loss"] == 0.0 and ScoreTally().frames == 0

@@ -22,7 +22,7 @@ import torch
 
 from ..data.stream import ShardIndex, ShardStream, StreamConfig, StreamPosition, make_loader, stream_position
 from ..layout import Batch, SequenceLayout
-from ..objective import TalkerObjective
+from ..objective import ScoreTally, TalkerObjective
 from . import checkpoint as ckpt
 from .config import RunConfig, math_fingerprint
 from .monitor import MetricsLog, StatusFile, memory_usage
@@ -313,22 +313,16 @@ class Trainer:
         stream = ShardStream(self.eval_index, self.layout, self.stream_config, epoch=0, start=0,
                              rank=accelerator.process_index, world_size=accelerator.num_processes)
         self.objective.eval()
-        sums = torch.zeros(5, device=accelerator.device, dtype=torch.float64)
+        tally = ScoreTally(device=accelerator.device)
         for number, batch in enumerate(make_loader(stream, num_workers=0)):
             if number >= self.config.run.eval_batches:
                 break
             if not self._all(not batch.is_empty):
                 continue
-            out = self.objective(batch.to(accelerator.device))
-            frames = float(out["frames"])
-            sums += torch.tensor([float(out["loss"]) * frames, float(out["codebook0_loss"]) * frames,
-                                  float(out["sub_talker_loss"]) * frames, float(out["codebook0_accuracy"]) * frames,
-                                  frames], device=accelerator.device, dtype=torch.float64)
+            tally.add(self.objective(batch.to(accelerator.device)), len(batch.keys))
         self.objective.train()
-        total = accelerator.reduce(sums, reduction="sum").tolist()
-        weight = max(total[4], 1.0)
-        return {"step": self.step, "loss": total[0] / weight, "codebook0_loss": total[1] / weight,
-                "sub_talker_loss": total[2] / weight, "codebook0_accuracy": total[3] / weight, "frames": total[4]}
+        total = ScoreTally(accelerator.reduce(tally.sums, reduction="sum"))
+        return {"step": self.step, **total.means()}
 
     def synthesize_to_tensorboard(self) -> None:
         """Main process: a few Swedish sentences in a held-out voice, logged as audio. Never fails the run."""
