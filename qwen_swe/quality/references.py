@@ -95,7 +95,7 @@ def heldout_references(wrapper: Any, shards: str | Path, split: str = "eval", sp
             sample = decode_sample(key, members, index.xvector_dim)
             references.append(Reference(speaker=name, key=key, text=sample.text,
                                         codes=torch.from_numpy(sample.codes.astype(np.int64)),
-                                        xvector=torch.tensor(sample.xvector),  # a copy: the decoded array views the read bytes
+                                        xvector=torch.tensor(sample.xvector),  # a copy (decoded arrays view the bytes)
                                         codec=wrapper.model.speech_tokenizer))
     finally:
         reader.close()
