@@ -576,7 +576,8 @@ def _eval_options(command):
                      help="A local speech-recognition model folder (e.g. a Swedish Whisper) for WER and CER."),
         click.option("--speaker-model", default=None, type=click.Path(exists=True, file_okay=False),
                      help="Speaker embeddings from this folder (AudioXVector model or a Qwen3-TTS Base) instead "
-                          "of the evaluated model's own speaker encoder."),
+                          "of the evaluated model's own speaker encoder; custom mode needs it for speaker "
+                          "similarity (a custom-voice model has none)."),
         click.option("--silence-dbfs", type=float, default=-40.0, show_default=True),
         click.option("--batch-size", type=int, default=4, show_default=True),
         click.option("--language", default="swedish", show_default=True),

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import tarfile
+from typing import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,8 @@ def write_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> list[d
 
 
 def synthetic_shards(root: Path, shards: int, per_shard: int, hidden: int = 64, seed: int = 0,
-                     eval_samples: int = 0, with_reference: bool = True) -> Path:
+                     eval_samples: int = 0, with_reference: bool = True,
+                     speakers: Sequence[str] = ("spk0", "spk1", "spk2")) -> Path:
     rng = np.random.default_rng(seed)
     index = {"format": FORMAT, "xvector_dim": hidden, "num_code_groups": 16, "splits": {}}
     plan = {"train": [per_shard] * shards, "eval": [eval_samples] if eval_samples else []}
@@ -46,7 +48,7 @@ def synthetic_shards(root: Path, shards: int, per_shard: int, hidden: int = 64, 
                 key = f"{split}{shard_id:03d}x{i:04d}"
                 frames = int(np.clip(rng.lognormal(np.log(20), 0.5), 3, 80))
                 ref = rng.integers(0, 2048, (int(rng.integers(3, 10)), 16)) if with_reference else None
-                meta = {"text": TEXTS[i % len(TEXTS)], "speaker": f"spk{i % 3}", "language": "swedish",
+                meta = {"text": TEXTS[i % len(TEXTS)], "speaker": speakers[i % len(speakers)], "language": "swedish",
                         "frames": frames, "reference": {"key": "other", "text": TEXTS[(i + 1) % len(TEXTS)]}}
                 members = encode_sample(key, meta, rng.integers(0, 2048, (frames, 16)),
                                         rng.standard_normal(hidden), ref)

@@ -334,6 +334,43 @@ def test_eval_end_to_end_on_a_tiny_model(swedish_wrapper, tiny_asr, tmp_path):
     assert [e.step for e in logged.Scalars("synthesis/eos_runaway_rate")] == [7]
 
 
+def test_named_voices_are_compared_with_their_training_speaker(tiny_custom, tiny_06b, tmp_path):
+    """A custom-voice model's named voice is compared with the longest train-split clip of the speaker of that name
+    (case aside), embedded by --speaker-model, and paced like that speaker; a voice whose speaker has no clip gets
+    no similarity, is paced like the held-out speakers, and is named in a note."""
+    from qwen_swe.language import add_language_to_folder
+    from qwen_swe.quality.evaluation import EvalConfig, run_evaluation
+    from qwen_swe.quality.references import spoken_characters
+    from qwen_swe.quality.synth import SamplingSettings
+
+    model = tmp_path / "custom"
+    shutil.copytree(tiny_custom, model)
+    add_language_to_folder(model, "swedish")
+    shards = synthetic_shards(tmp_path / "shards", shards=1, per_shard=6, hidden=64, eval_samples=2,
+                              speakers=("Alva", "cecilia"))
+    entries = json.loads((shards / "train" / "train-000000.entries.json").read_text())
+    alva_entries = entries[0::2]  # the fixture alternates its speakers
+    longest_alva = max(alva_entries, key=lambda e: e["frames"])["key"]
+    notes: list[str] = []
+    config = EvalConfig(model=str(model), out=str(tmp_path / "eval"), shards=str(shards), heldout=False,
+                        mode="custom", speaker_model=str(tiny_06b), max_sentences=1, progress=False,
+                        sampling=SamplingSettings(max_new_tokens=4, seed=3))
+    report = run_evaluation(config, say=notes.append)
+
+    synthesis = report["synthesis"]
+    assert synthesis["voices"] == ["alva", "bertil"]
+    (reference,) = synthesis["references"]
+    assert reference["speaker"] == "Alva" and reference["key"] == longest_alva
+    alva, bertil = synthesis["files"]
+    assert -1.0 <= alva["speaker_similarity"] <= 1.0 and bertil["speaker_similarity"] is None
+    pace = reference["seconds"] / spoken_characters(reference["text"])
+    assert alva["expected_seconds"] == pytest.approx(pace * spoken_characters(alva["text"]))
+    assert bertil["expected_seconds"] is not None and bertil["expected_seconds"] != alva["expected_seconds"]
+    assert report["metrics"]["speaker_similarity"] == pytest.approx(alva["speaker_similarity"])
+    assert any("no train-split clip for voice(s) bertil" in note for note in notes)
+    assert synthesis["speaker_embedder"].startswith(str(tiny_06b))
+
+
 def test_synth_command_custom_voice_and_its_errors(tiny_custom, tmp_path):
     model = tmp_path / "custom"
     shutil.copytree(tiny_custom, model)

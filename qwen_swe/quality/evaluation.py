@@ -4,11 +4,13 @@ TensorBoard scalars and audio, and the WAVs.
 Synthesis metrics, per file and over the set:
 - wer, cer: ASR transcript of the synthesis against the sentence (both normalised), through the shipped `evaluate`
   modules; only with an ASR folder.
-- speaker_similarity: cosine of speaker embeddings of the held-out reference clip and the synthesis.
+- speaker_similarity: cosine of speaker embeddings of the reference clip and the synthesis. A cloned voice's reference
+  is its held-out clip; a named voice's is the longest train-split clip of its speaker, embedded with --speaker-model
+  (a custom-voice model has no speaker encoder).
 - duration_ratio: synthesis seconds / expected seconds, where expected = the reference speaker's seconds per spoken
   character (letters and digits of the reference clip) x the sentence's spoken characters. 1.0 is the speaker's own
-  pace; far above means drawling or trailing noise, far below means skipped words. Custom voices have no reference
-  clip: their pace is the mean of the held-out references when shards are given, otherwise the ratio is omitted.
+  pace; far above means drawling or trailing noise, far below means skipped words. A named voice without a clip of
+  its speaker is paced like the mean of the held-out references; without shards the ratio is omitted.
 - silence_rate: share of 20 ms windows below the silence threshold (-40 dBFS by default).
 - eos_runaway_rate: share of syntheses cut at the max-length guard instead of ending with EOS.
 """
@@ -76,10 +78,25 @@ def _voices(config: EvalConfig, wrapper: Any, say: Callable[[str], None]) -> tup
         references = heldout_references(wrapper, config.shards, config.split, config.speakers)
         say(f"references: {', '.join(f'{r.speaker} ({r.key}, {r.seconds:.1f} s)' for r in references)}")
     if config.mode == "custom":
+        from .references import speaker_references
+
         names = list(config.custom_speakers) or list(wrapper.get_supported_speakers() or [])
+        # A named voice is compared with (and paced like) the training speaker it was made from; voices whose
+        # speaker has no train-split clip here fall back to the held-out speakers' mean pace.
+        own: dict[str, Any] = {}
+        if config.shards:
+            try:
+                own = speaker_references(wrapper, config.shards, names)
+            except ValueError as error:  # e.g. a shard folder with an eval split only
+                say(f"no training clips to compare named voices with: {error}")
+            missing = [name for name in names if name not in own]
+            if missing:
+                say(f"no train-split clip for voice(s) {', '.join(missing)}: no speaker similarity for them")
         pace = _mean([seconds_per_character(r) for r in references])
         voices = [Voice("custom", label=name, speaker=name) for name in names]
-        return voices, {name: {"reference": None, "pace": pace} for name in names}, references
+        by_voice = {name: {"reference": own.get(name),
+                           "pace": seconds_per_character(own[name]) if name in own else pace} for name in names}
+        return voices, by_voice, list(own.values()) or references
     if not references:
         raise ValueError("voice cloning needs held-out references: give --shards with an eval split "
                          "(or use --mode custom with a custom_voice model)")
@@ -94,8 +111,13 @@ def synthesis_metrics(config: EvalConfig, wrapper: Any, sentences: list[str], ou
 
     voices, by_voice, references = _voices(config, wrapper, say)
     embedder = None
-    if config.mode != "custom":  # a named voice has no reference clip to be similar to
+    if config.mode != "custom":
         embedder = load_speaker_embedder(config.speaker_model or wrapper)
+    elif any(info["reference"] is not None for info in by_voice.values()):
+        try:  # a custom-voice model has no speaker encoder of its own: --speaker-model gives one
+            embedder = load_speaker_embedder(config.speaker_model or wrapper)
+        except ValueError as error:
+            say(f"no speaker similarity for named voices: {error}")
     results: list[Synthesis] = []
     for voice in voices:
         results += synthesize(wrapper, sentences, voice, config.sampling, language=config.language,

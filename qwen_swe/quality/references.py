@@ -1,10 +1,11 @@
-"""Reference voices for synthesis metrics, taken from the held-out (eval) split of a shard folder.
+"""Reference voices for synthesis metrics, taken from a shard folder.
 
-Shards carry codes, x-vectors and text but no audio. For each held-out speaker (sorted by name, those absent from the
-train split first, the first N) the longest clip is the reference: its stored x-vector conditions x-vector cloning, its codes and transcript condition
-ICL cloning, and its codes decoded with the model's own codec give the reference waveform that speaker similarity
-and the speaking rate are measured on. Decoding both sides through the same codec means the codec's own colouring
-does not count against the model.
+Shards carry codes, x-vectors and text but no audio. For each held-out speaker (sorted by name, those absent from
+the train split first, the first N) the longest clip of the eval split is the reference: its stored x-vector
+conditions x-vector cloning, its codes and transcript condition ICL cloning, and its codes decoded with the model's
+own codec give the reference waveform that speaker similarity and the speaking rate are measured on. Decoding both
+sides through the same codec means the codec's own colouring does not count against the model. A named voice of a
+custom-voice export is compared with the longest train-split clip of the speaker it was made from.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -65,38 +66,59 @@ def _split_speakers(shards: str | Path, split: str) -> list[str]:
 def heldout_references(wrapper: Any, shards: str | Path, split: str = "eval", speakers: int = 4) -> list[Reference]:
     """One reference per held-out speaker (the first `speakers` by name, speakers absent from the train split
     first; 0 = all)."""
-    import torch
-
-    from ..data.shard_format import decode_sample
-    from ..data.stream import ShardIndex, _MemberReader
-
-    index = ShardIndex(shards, split)
-    reader = _MemberReader()
-    references = []
-    try:
-        # Only each sample's small JSON member is read to learn its speaker; lengths come from the entry lists.
-        longest: dict[str, tuple[int, str, Any, dict]] = {}
-        for shard in index.shards:
-            for entry in sorted(shard.entries, key=lambda e: e["key"]):
-                offset, size = entry["members"]["json"]
-                meta = json.loads(reader.read(shard.path, offset, size).decode("utf-8"))
-                speaker = str(meta.get("speaker") or entry["key"])
-                frames = int(entry.get("frames") or 0)
-                if speaker not in longest or frames > longest[speaker][0]:
-                    longest[speaker] = (frames, entry["key"], shard, entry)
+    with _SplitClips(shards, split) as clips:
         # Speakers the model never trained on first: an eval split may also hold utterances of training speakers.
         trained = set(_split_speakers(shards, "train"))
-        ranked = sorted(longest, key=lambda name: (name in trained, name))
-        names = ranked[:speakers] if speakers > 0 else ranked
-        for name in names:
-            _, key, shard, entry = longest[name]
-            members = {member: reader.read(shard.path, offset, size)
-                       for member, (offset, size) in entry["members"].items()}
-            sample = decode_sample(key, members, index.xvector_dim)
-            references.append(Reference(speaker=name, key=key, text=sample.text,
-                                        codes=torch.from_numpy(sample.codes.astype(np.int64)),
-                                        xvector=torch.tensor(sample.xvector),  # a copy (decoded arrays view the bytes)
-                                        codec=wrapper.model.speech_tokenizer))
-    finally:
-        reader.close()
-    return references
+        ranked = sorted(clips.longest, key=lambda name: (name in trained, name))
+        return [clips.reference(wrapper, name) for name in (ranked[:speakers] if speakers > 0 else ranked)]
+
+
+def speaker_references(wrapper: Any, shards: str | Path, names: Sequence[str],
+                       split: str = "train") -> dict[str, Reference]:
+    """Voice name -> the longest clip of the speaker of that name (case aside) in `split`: what a named voice of a
+    custom-voice export was trained to sound like. Names without clips in the split are left out."""
+    with _SplitClips(shards, split) as clips:
+        by_lower = {speaker.lower(): speaker for speaker in clips.longest}
+        return {name: clips.reference(wrapper, by_lower[name.lower()]) for name in names
+                if name.lower() in by_lower}
+
+
+class _SplitClips:
+    """The longest clip of every speaker in one split of a shard folder, decoded into a Reference on request.
+
+    Only each sample's small JSON member is read to learn its speaker; lengths come from the entry lists.
+    """
+
+    def __init__(self, shards: str | Path, split: str):
+        from ..data.stream import ShardIndex, _MemberReader
+
+        self.index = ShardIndex(shards, split)
+        self.reader = _MemberReader()
+        self.longest: dict[str, tuple[int, Any, dict]] = {}  # speaker -> (frames, shard, entry)
+        for shard in self.index.shards:
+            for entry in sorted(shard.entries, key=lambda e: e["key"]):
+                offset, size = entry["members"]["json"]
+                meta = json.loads(self.reader.read(shard.path, offset, size).decode("utf-8"))
+                speaker = str(meta.get("speaker") or entry["key"])
+                frames = int(entry.get("frames") or 0)
+                if speaker not in self.longest or frames > self.longest[speaker][0]:
+                    self.longest[speaker] = (frames, shard, entry)
+
+    def reference(self, wrapper: Any, speaker: str) -> Reference:
+        import torch
+
+        from ..data.shard_format import decode_sample
+
+        _, shard, entry = self.longest[speaker]
+        sample = decode_sample(entry["key"], self.reader.read_members(shard.path, entry["members"]),
+                               self.index.xvector_dim)
+        return Reference(speaker=speaker, key=entry["key"], text=sample.text,
+                         codes=torch.from_numpy(sample.codes.astype(np.int64)),
+                         xvector=torch.tensor(sample.xvector),  # a copy (decoded arrays view the bytes)
+                         codec=wrapper.model.speech_tokenizer)
+
+    def __enter__(self) -> "_SplitClips":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.reader.close()
