@@ -36,7 +36,7 @@ from typing import Annotated, Any, Optional
 import msgspec
 import numpy as np
 
-from ..layout import NUM_CODEBOOK_ENTRIES as CODEBOOK_SIZE, codes_in_range
+from ..layout import NUM_CODEBOOK_ENTRIES, codes_in_range
 
 FORMAT = "qwen-swe-shards/1"
 INDEX_NAME = "index.json"
@@ -246,7 +246,7 @@ def _read_codes(key: str, data: bytes, field: str) -> np.ndarray:
     if codes.dtype.kind not in "iu":
         raise ValueError(f"sample {key!r}: field {field!r} has dtype {codes.dtype}, expected integers")
     if not codes_in_range(codes):
-        raise ValueError(f"sample {key!r}: field {field!r} has codes outside 0..{CODEBOOK_SIZE - 1}")
+        raise ValueError(f"sample {key!r}: field {field!r} has codes outside 0..{NUM_CODEBOOK_ENTRIES - 1}")
     return codes
 
 

@@ -334,7 +334,7 @@ def load_sample(shard: ShardInfo, entry: dict[str, Any], reader: "_MemberReader"
     return Sample(
         key=key,
         text=decoded.text,
-        codes=decoded.codes,  # int16, read-only views of the shard's bytes: the layout copies what it keeps
+        codes=decoded.codes,  # int16, read-only views of the bytes read (collate copies them into the batch)
         language=decoded.language or language,
         xvector=decoded.xvector,
         ref_text=decoded.ref_text,
