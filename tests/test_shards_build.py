@@ -202,6 +202,23 @@ def test_shards_load_in_the_streaming_reader(reference_build):
     assert len(loaded) == 6 and all(s.ref_codes is not None and s.ref_text for s in loaded)
 
 
+def test_every_built_sample_takes_the_readers_fast_json_path(reference_build):
+    """The reader parses each sample's json with a typed msgspec decoder and falls back to field-by-field checks
+    only when it refuses; what the builder writes must never need the slow path."""
+    from qwen_swe.data.shard_format import _READER_FIELDS
+    from qwen_swe.data.stream import ShardIndex, _MemberReader
+
+    reader = _MemberReader()
+    for split in ("train", "eval"):
+        index = ShardIndex(reference_build, split)
+        for shard in index.shards:
+            for entry in shard.entries:
+                offset, size = entry["members"]["json"]
+                fields = _READER_FIELDS.decode(reader.read(shard.path, offset, size))
+                assert fields.text.strip() and fields.prompt_ids, entry["key"]
+    reader.close()
+
+
 def swedish_layout(model_dir: Path):
     from qwen_swe.layout import SequenceLayout
 
