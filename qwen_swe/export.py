@@ -231,11 +231,16 @@ def free_speaker_rows(talker_config: Any, count: int) -> list[int]:
     return candidates[:count]
 
 
+def voice_name(prefix: str, speaker: str) -> str:
+    """The named voice a training speaker becomes (spk_id keys are lower case)."""
+    return f"{prefix}{speaker}".lower()
+
+
 def add_speakers(network: torch.nn.Module, speakers: list[SpeakerMean], prefix: str = "") -> dict[str, int]:
     """Write each speaker's mean x-vector into a free codec row and name it in spk_id; returns name -> row."""
     talker_config = network.config.talker_config
     existing = {k.lower() for k in dict(talker_config.spk_id or {})}
-    names = [f"{prefix}{s.name}".lower() for s in speakers]
+    names = [voice_name(prefix, s.name) for s in speakers]
     clashes = sorted(set(names) & existing)
     if clashes:
         raise ExportError(f"speakers {clashes} already exist in the model's spk_id; refusing to overwrite them; "
@@ -335,14 +340,16 @@ def export(path: str | Path, out: str | Path, mode: str = "base", dtype: str = "
         raise ExportError(f"the trained model has no {language!r} language row; the run config names "
                           f"model.language={language!r}")
     added: dict[str, int] = {}
+    sources: dict[str, str] = {}  # named voice -> the training speaker it was made from (for evaluation)
     if mode == "custom-voice":
         means = speaker_means(source.config.data.shards, source.config.data.train_split, speakers, progress)
         added = add_speakers(network, means, speaker_prefix)
+        sources = {voice_name(speaker_prefix, mean.name): mean.name for mean in means}
     provenance = {
         "mode": mode, "dtype": dtype, "run_dir": str(source.run_dir.resolve()),
         "checkpoint": source.checkpoint.name, "step": int(source.state["step"]),
         "base_model": str(base_dir.resolve()), "base_fingerprint": source.manifest.get("model_fingerprint"),
-        "train_mode": source.config.train.mode, "speakers_added": added,
+        "train_mode": source.config.train.mode, "speakers_added": added, "speaker_sources": sources,
         "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     tmp = out.with_name(f".{out.name}.tmp")

@@ -130,6 +130,8 @@ def test_custom_voice_export_adds_speakers_at_free_rows_and_speaks(lora_run, tmp
     for name, row in base_config.spk_id.items():
         assert talker["spk_id"][name] == row
     assert "swedish" in talker["codec_language_id"]
+    # which training speaker each voice was made from, for `qwen-swe eval --mode custom`
+    assert config["qwen_swe"]["export"]["speaker_sources"] == {"spk0": "spk0", "spk1": "spk1", "spk2": "spk2"}
 
     # each row holds the fp32 mean of that speaker's x-vectors, read here straight from the tars
     import tarfile

@@ -335,9 +335,10 @@ def test_eval_end_to_end_on_a_tiny_model(swedish_wrapper, tiny_asr, tmp_path):
 
 
 def test_named_voices_are_compared_with_their_training_speaker(tiny_custom, tiny_06b, tmp_path):
-    """A custom-voice model's named voice is compared with the longest train-split clip of the speaker of that name
-    (case aside), embedded by --speaker-model, and paced like that speaker; a voice whose speaker has no clip gets
-    no similarity, is paced like the held-out speakers, and is named in a note."""
+    """A custom-voice model's named voice is compared with the longest train-split clip of its speaker (the name
+    itself, case aside, or the speaker the export recorded), embedded by --speaker-model, and paced like that
+    speaker; a voice whose speaker has no clip gets no similarity, is paced like the held-out speakers, and is named
+    in a note."""
     from qwen_swe.language import add_language_to_folder
     from qwen_swe.quality.evaluation import EvalConfig, run_evaluation
     from qwen_swe.quality.references import spoken_characters
@@ -369,6 +370,16 @@ def test_named_voices_are_compared_with_their_training_speaker(tiny_custom, tiny
     assert report["metrics"]["speaker_similarity"] == pytest.approx(alva["speaker_similarity"])
     assert any("no train-split clip for voice(s) bertil" in note for note in notes)
     assert synthesis["speaker_embedder"].startswith(str(tiny_06b))
+
+    # an exported voice is looked up by the training speaker the export recorded for it
+    config_path = model / "config.json"
+    recorded = json.loads(config_path.read_text())
+    recorded.setdefault("qwen_swe", {})["export"] = {"speaker_sources": {"bertil": "cecilia"}}
+    config_path.write_text(json.dumps(recorded))
+    config.out = str(tmp_path / "eval-recorded")
+    report = run_evaluation(config, say=notes.append)
+    assert [r["speaker"] for r in report["synthesis"]["references"]] == ["Alva", "cecilia"]
+    assert all(-1.0 <= f["speaker_similarity"] <= 1.0 for f in report["synthesis"]["files"])
 
 
 def test_synth_command_custom_voice_and_its_errors(tiny_custom, tmp_path):

@@ -85,8 +85,12 @@ def _voices(config: EvalConfig, wrapper: Any, say: Callable[[str], None]) -> tup
         # speaker has no train-split clip here fall back to the held-out speakers' mean pace.
         own: dict[str, Any] = {}
         if config.shards:
+            # `qwen-swe export` records which training speaker each voice was made from (names may carry a prefix)
+            export = (getattr(wrapper.model.config, "qwen_swe", None) or {}).get("export") or {}
+            source_of = {name: (export.get("speaker_sources") or {}).get(name, name) for name in names}
             try:
-                own = speaker_references(wrapper, config.shards, names)
+                found = speaker_references(wrapper, config.shards, list(source_of.values()))
+                own = {name: found[source_of[name]] for name in names if source_of[name] in found}
             except ValueError as error:  # e.g. a shard folder with an eval split only
                 say(f"no training clips to compare named voices with: {error}")
             missing = [name for name in names if name not in own]
