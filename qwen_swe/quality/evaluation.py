@@ -78,24 +78,10 @@ def _voices(config: EvalConfig, wrapper: Any, say: Callable[[str], None]) -> tup
         references = heldout_references(wrapper, config.shards, config.split, config.speakers)
         say(f"references: {', '.join(f'{r.speaker} ({r.key}, {r.seconds:.1f} s)' for r in references)}")
     if config.mode == "custom":
-        from .references import speaker_references
-
         names = list(config.custom_speakers) or list(wrapper.get_supported_speakers() or [])
         # A named voice is compared with (and paced like) the training speaker it was made from; voices whose
         # speaker has no train-split clip here fall back to the held-out speakers' mean pace.
-        own: dict[str, Any] = {}
-        if config.shards:
-            # `qwen-swe export` records which training speaker each voice was made from (names may carry a prefix)
-            export = (getattr(wrapper.model.config, "qwen_swe", None) or {}).get("export") or {}
-            source_of = {name: (export.get("speaker_sources") or {}).get(name, name) for name in names}
-            try:
-                found = speaker_references(wrapper, config.shards, list(source_of.values()))
-                own = {name: found[source_of[name]] for name in names if source_of[name] in found}
-            except ValueError as error:  # e.g. a shard folder with an eval split only
-                say(f"no training clips to compare named voices with: {error}")
-            missing = [name for name in names if name not in own]
-            if missing:
-                say(f"no train-split clip for voice(s) {', '.join(missing)}: no speaker similarity for them")
+        own = _named_voice_references(config, wrapper, names, say) if config.shards else {}
         pace = _mean([seconds_per_character(r) for r in references])
         voices = [Voice("custom", label=name, speaker=name) for name in names]
         by_voice = {name: {"reference": own.get(name),
@@ -106,6 +92,29 @@ def _voices(config: EvalConfig, wrapper: Any, say: Callable[[str], None]) -> tup
                          "(or use --mode custom with a custom_voice model)")
     voices = [r.voice(config.mode) for r in references]
     return voices, {r.speaker: {"reference": r, "pace": seconds_per_character(r)} for r in references}, references
+
+
+def _named_voice_references(config: EvalConfig, wrapper: Any, names: Sequence[str],
+                            say: Callable[[str], None]) -> dict[str, Any]:
+    """Voice name -> the longest train-split clip of the training speaker the voice was made from (where found).
+
+    `qwen-swe export` records each voice's speaker in config.json (a voice name may carry a prefix); a voice it
+    does not list is taken to be named after its speaker.
+    """
+    from .references import speaker_references
+
+    export = (getattr(wrapper.model.config, "qwen_swe", None) or {}).get("export") or {}
+    source_of = {name: (export.get("speaker_sources") or {}).get(name, name) for name in names}
+    own: dict[str, Any] = {}
+    try:
+        found = speaker_references(wrapper, config.shards, list(source_of.values()))
+        own = {name: found[source_of[name]] for name in names if source_of[name] in found}
+    except ValueError as error:  # e.g. a shard folder with an eval split only
+        say(f"no training clips to compare named voices with: {error}")
+    missing = [name for name in names if name not in own]
+    if missing:
+        say(f"no train-split clip for voice(s) {', '.join(missing)}: no speaker similarity for them")
+    return own
 
 
 def synthesis_metrics(config: EvalConfig, wrapper: Any, sentences: list[str], out: Path,
