@@ -4,7 +4,7 @@ The way through:
 
 1. `locate_checkpoint`: a run directory (its `latest` or `best` checkpoint) or one checkpoint directory; refuse an
    incomplete one (no COMPLETE marker: a save that died half way).
-2. `trained_state_dict`: the fp32 weights of the trained module, whatever wrote them: accelerate's
+2. `train.checkpoint.trained_state_dict`: the fp32 weights of the trained module, whatever wrote them: accelerate's
    `model.safetensors` (one process, DDP) or DeepSpeed's ZeRO-2/3 partitions, consolidated with DeepSpeed's own
    `zero_to_fp32` (fp32 master weights, not the bf16 copies).
 3. `rebuild_trained_model`: the run's base model folder, checked against the fingerprint the run recorded, goes
@@ -111,31 +111,6 @@ def load_source(path: str | Path, which: str = "latest", base: Optional[str | Pa
 
 
 # ------------------------------------------------------------------------------------------ reading the weights
-def trained_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """fp32 weights of the trained module (names as in TalkerObjective: `model.talker...`)."""
-    deepspeed_dir = checkpoint / "pytorch_model"
-    if deepspeed_dir.is_dir():
-        import contextlib
-        import io
-
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        with contextlib.redirect_stdout(io.StringIO()):  # it narrates every step
-            state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag="pytorch_model")
-        return {name: tensor.float() if tensor.is_floating_point() else tensor for name, tensor in state.items()}
-    safetensors_file = checkpoint / "model.safetensors"
-    if safetensors_file.is_file():
-        from safetensors.torch import load_file
-
-        return {name: t.float() if t.is_floating_point() else t for name, t in load_file(str(safetensors_file)).items()}
-    bin_file = checkpoint / "pytorch_model.bin"
-    if bin_file.is_file():
-        state = torch.load(str(bin_file), map_location="cpu", weights_only=True)
-        return {name: t.float() if t.is_floating_point() else t for name, t in state.items()}
-    raise ExportError(f"{checkpoint}: no model weights found (expected model.safetensors, pytorch_model.bin or a "
-                      "DeepSpeed pytorch_model/ folder)")
-
-
 def rebuild_trained_model(source: Source, merge_lora: bool = True) -> tuple[Any, torch.nn.Module]:
     """(official wrapper of the base folder, trained network in fp32 with LoRA merged)."""
     from .modeling import load_model
@@ -149,7 +124,7 @@ def rebuild_trained_model(source: Source, merge_lora: bool = True) -> tuple[Any,
     wrapper = load_model(config.model.path, attn_implementation="sdpa")
     network, _ = prepare_model(wrapper.model, config, "cpu")
     objective = TalkerObjective(network)
-    trained = trained_state_dict(source.checkpoint)
+    trained = ckpt.trained_state_dict(source.checkpoint)
     expected = objective.state_dict()
     unexpected = sorted(set(trained) - set(expected))
     if unexpected:
@@ -185,24 +160,25 @@ def speaker_means(shard_dir: str | Path, split: str = "train", wanted: Optional[
     from tqdm import tqdm
 
     from .data.shard_format import read_npy
-    from .data.stream import ShardIndex
+    from .data.stream import ShardIndex, _MemberReader
 
     index = ShardIndex(shard_dir, split)
     wanted_set = {w.lower() for w in wanted} if wanted else None
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     bar = tqdm(total=index.num_samples, desc="speaker x-vectors", unit="utt", disable=not progress)
+    reader = _MemberReader()
     for shard in index.shards:
-        with open(shard.path, "rb") as handle:
-            for entry in shard.entries:
-                bar.update(1)
-                meta = json.loads(_member(handle, entry, "json").decode("utf-8"))
-                speaker = str(meta.get("speaker") or "").strip().lower()
-                if not speaker or (wanted_set is not None and speaker not in wanted_set):
-                    continue
-                xvector = read_npy(_member(handle, entry, "xvector.npy")).astype(np.float64)
-                sums[speaker] = sums.get(speaker, 0.0) + xvector
-                counts[speaker] = counts.get(speaker, 0) + 1
+        for entry in shard.entries:
+            bar.update(1)
+            meta = json.loads(reader.read(shard.path, *entry["members"]["json"]).decode("utf-8"))
+            speaker = str(meta.get("speaker") or "").strip().lower()
+            if not speaker or (wanted_set is not None and speaker not in wanted_set):
+                continue
+            xvector = read_npy(reader.read(shard.path, *entry["members"]["xvector.npy"])).astype(np.float64)
+            sums[speaker] = sums.get(speaker, 0.0) + xvector
+            counts[speaker] = counts.get(speaker, 0) + 1
+    reader.close()
     bar.close()
     if wanted_set is not None and wanted_set - set(sums):
         raise ExportError(f"speakers {sorted(wanted_set - set(sums))} have no utterances in the {split!r} split of "
@@ -212,12 +188,6 @@ def speaker_means(shard_dir: str | Path, split: str = "train", wanted: Optional[
                           "needs speaker names (shards build --speaker-column)")
     return [SpeakerMean(name=name, embedding=torch.from_numpy(sums[name] / counts[name]).float(),
                         utterances=counts[name]) for name in sorted(sums)]
-
-
-def _member(handle: Any, entry: dict[str, Any], name: str) -> bytes:
-    offset, size = entry["members"][name]
-    handle.seek(offset)
-    return handle.read(size)
 
 
 def free_speaker_rows(talker_config: Any, count: int) -> list[int]:

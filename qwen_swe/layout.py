@@ -44,12 +44,12 @@ NUM_CODEBOOK_ENTRIES = 2048  # codes 0..2047 of every codebook; codec rows above
 
 
 def target_prompt(text: str) -> str:
-    """The string generate() tokenizes for a target text (its ids are then sliced: see `target_text_ids`)."""
+    """The string generate() tokenizes for a target text (its ids are then sliced: see `SequenceLayout._target_ids`)."""
     return f"<|im_start|>assistant\n{text}<|im_end|>\n<|im_start|>assistant\n"
 
 
 def reference_prompt(text: str) -> str:
-    """The string generate() tokenizes for an ICL reference transcript (sliced in `reference_text_ids`)."""
+    """The string generate() tokenizes for an ICL reference transcript (sliced in `SequenceLayout._reference_ids`)."""
     return f"<|im_start|>assistant\n{text}<|im_end|>\n"
 
 
@@ -281,19 +281,6 @@ class SequenceLayout:
             self._tokenizer_fingerprint = tokenizer_fingerprint(self.tokenizer)
         return self._tokenizer_fingerprint
 
-    def target_text_ids(self, text: str, stored: Optional[Sequence[int]] = None) -> tuple[list[int], list[int]]:
-        """(role ids, text ids) exactly as generate() slices `<|im_start|>assistant\\n{text}<|im_end|>\\n...`.
-
-        `stored`: the ids of target_prompt(text) made earlier by the same tokenizer (the caller vouches for that).
-        """
-        ids = list(stored) if stored is not None else prompt_ids(self.tokenizer, target_prompt(text))
-        return ids[:3], ids[3:-5]
-
-    def reference_text_ids(self, text: str, stored: Optional[Sequence[int]] = None) -> list[int]:
-        """Reference transcript ids as generate() slices `<|im_start|>assistant\\n{ref}<|im_end|>\\n`."""
-        ids = list(stored) if stored is not None else prompt_ids(self.tokenizer, reference_prompt(text))
-        return ids[3:-2]
-
     def _prompt_arrays(self, sample: Sample, reference: bool = False) -> np.ndarray:
         """The sample's prompt ids as int64: the stored ones when they were made by this tokenizer, else tokenized."""
         stored = sample.ref_prompt_ids if reference else sample.prompt_ids
@@ -301,6 +288,15 @@ class SequenceLayout:
             text = sample.ref_text if reference else sample.text
             stored = prompt_ids(self.tokenizer, reference_prompt(text) if reference else target_prompt(text))
         return np.asarray(stored, dtype=np.int64)
+
+    def _target_ids(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        """(role ids, text ids) sliced from target_prompt's ids as generate() slices them."""
+        ids = self._prompt_arrays(sample)
+        return ids[:3], ids[3:-5]
+
+    def _reference_ids(self, sample: Sample) -> np.ndarray:
+        """The reference transcript's ids sliced from reference_prompt's ids as generate() slices them."""
+        return self._prompt_arrays(sample, reference=True)[3:-2]
 
     # ----------------------------------------------------------------------------------------- validation
     def _fail(self, sample: Sample, field_name: str, problem: str) -> ValueError:
@@ -359,25 +355,24 @@ class SequenceLayout:
             raise self._fail(sample, "text", "empty text; every sample needs a transcript")
         target = self._check_codes(sample, sample.codes, "codes")
         language_row = self._language_row(sample)
-        ids = self._prompt_arrays(sample)
-        role_ids, text_ids = ids[:3], ids[3:-5]
+        role_ids, text_ids = self._target_ids(sample)
         if not text_ids.size:
             raise self._fail(sample, "text", "tokenizes to nothing")
         xvector = self._speaker_vector(sample)
         prefix, speaker_position = self._prefix(sample, role_ids, language_row, xvector)
 
-        count, start = target.shape[0], prefix.shape[1]
+        # The text the body carries: the target's (after the ICL reference's, for the ICL layouts), then tts_eos.
         if layout in ("icl", "icl_non_streaming"):
             reference = self._reference_codes(sample)
             frames, first_target = np.concatenate((reference, target)), reference.shape[0]
-            ref_ids = self._prompt_arrays(sample, reference=True)[3:-2]
-            prompt_text = np.concatenate((ref_ids, text_ids, (self.tts_eos,)))
-            # the frame side after the codec prefix is [bos, reference frames, target frames] in both ICL layouts
-            body = (prompt_text.size if layout == "icl_non_streaming" else 0) + 1 + frames.shape[0]
+            prompt_text = np.concatenate((self._reference_ids(sample), text_ids, (self.tts_eos,)))
         else:
             frames, first_target = target, 0
-            body = (text_ids.size + 2 if layout == "non_streaming" else 1) + count
-        length = start + body
+            prompt_text = np.concatenate((text_ids, (self.tts_eos,)))
+        all_text_first = layout in ("non_streaming", "icl_non_streaming")
+        start = prefix.shape[1]
+        bos = start + prompt_text.size if all_text_first else start  # the codec bos position, before the frames
+        length = bos + 1 + frames.shape[0]
         if length > self.max_positions:
             raise self._fail(
                 sample, "text",
@@ -387,31 +382,14 @@ class SequenceLayout:
         columns = np.empty((4, length), dtype=np.int64)
         columns[:3, :start] = prefix
         text, codec, frame, labels = columns
-        if layout == "non_streaming":  # all text on codec pad, tts_eos, tts_pad on codec bos, then frames
-            bos = start + text_ids.size + 1
-            text[start:bos - 1] = text_ids
-            text[bos - 1] = self.tts_eos
-            text[bos:] = self.tts_pad
-            codec[start:bos] = self.codec_pad
-            codec[bos] = self.codec_bos
-            frame[start:bos] = -1
-        elif layout == "streaming":  # first token on codec bos, the rest (then tts_eos) trails along the frames
-            bos = start
-            text[bos] = text_ids[0]
-            self._put_text(text, bos + 1, np.concatenate((text_ids[1:], (self.tts_eos,))))
-            codec[bos] = self.codec_bos
-        elif layout == "icl_non_streaming":  # all prompt text on codec pad first; frames on tts_pad
-            bos = start + prompt_text.size
+        if all_text_first:  # all text on codec pad, then codec bos and the frames on tts_pad
             text[start:bos] = prompt_text
             text[bos:] = self.tts_pad
             codec[start:bos] = self.codec_pad
-            codec[bos] = self.codec_bos
             frame[start:bos] = -1
-        else:  # icl: the prompt text rides on [bos, reference frames]; what is left trails along the target frames
-            bos = start
-            self._put_text(text[:bos + 1 + first_target], bos, prompt_text)
-            self._put_text(text, bos + 1 + first_target, prompt_text[1 + first_target:])
-            codec[bos] = self.codec_bos
+        else:  # streaming: the text rides along from codec bos on, tts_pad once it runs out
+            self._put_text(text, bos, prompt_text)
+        codec[bos] = self.codec_bos
         # Every layout ends the same way: the codec bos position (no frame), then one position per frame, whose codec
         # channel is that frame's embedding (-1 here) and whose frame index counts up from 0.
         codec[bos + 1:] = -1

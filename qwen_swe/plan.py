@@ -24,6 +24,7 @@ No torch here: `qwen-swe plan` answers in well under a second.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -415,7 +416,7 @@ def layer_activation_bytes(decoder: DecoderShape, kind: str) -> float:
 
 
 def activation_parts(shape: ModelShape, batch: BatchShape, kind: str, checkpointing: bool) -> dict[str, Any]:
-    """Saved-for-backward bytes by part, and per-layer sizes for the backward timeline."""
+    """Saved-for-backward bytes by part, plus the one layer a checkpointed backward recomputes at a time."""
     t, c = shape.talker, shape.code_predictor
     linear = LINEAR_OUTPUT_BYTES[kind]
     residual = RESIDUAL_BYTES[kind]
@@ -441,8 +442,6 @@ def activation_parts(shape: ModelShape, batch: BatchShape, kind: str, checkpoint
         "predictor_inputs": predictor_inputs, "predictor_layers": predictor_kept, "predictor_heads": predictor_heads,
         "loss_transient": LOSS_GRADIENT_COPIES * loss_logits,
         "recompute": (max(talker_layer, predictor_layer) if checkpointing else 0.0),
-        "talker_layer": talker_layer if not checkpointing else residual * t.hidden * batch.positions,
-        "predictor_layer": predictor_layer if not checkpointing else residual * c.hidden * predictor_positions,
     }
 
 
@@ -516,9 +515,8 @@ def estimate(shape: ModelShape, settings: Settings, host: Host, headroom: float 
             gpu["comm_buckets"] = master * (2 * ZERO2_REDUCE_BUCKET + ZERO2_ALLGATHER_BUCKET)
         grads_total = master * trainable / n  # reduced gradients live in the owning rank's partition
         # fp32 master weights + Adam m and v (12 B) and the fp32 gradient of the partition at step time (4 B)
-        optimizer_partition = (12 + (4 if settings.precision != "fp32" else 0)) * trainable / n
-        if settings.precision == "fp32":
-            optimizer_partition = 8 * trainable / n  # fp32 runs need no master copy
+        # (fp32 runs need no master copy: Adam m and v only)
+        optimizer_partition = (8 if settings.precision == "fp32" else 16) * trainable / n
         if offload_optimizer:
             hostram["offloaded_optimizer"] = HOST_OFFLOAD_BUFFER_FACTOR * optimizer_partition * settings.gpus_per_host
             gpu["optimizer_states"] = 0.0
@@ -536,7 +534,7 @@ def estimate(shape: ModelShape, settings: Settings, host: Host, headroom: float 
         acts["autocast_weight_cache"] = 0.0
     saved = sum(acts[k] for k in ("embeddings", "talker_layers", "talker_head", "predictor_inputs",
                                   "predictor_layers", "predictor_heads"))
-    peak = _backward_peak(shape, counts, trainable_parts, settings, acts, saved, grads_total, n)
+    peak = _backward_peak(shape, counts, trainable_parts, settings, acts, saved, grads_total)
     gpu.update(peak)  # what is live at the step's peak; the full gradient size is `gradients_total` below
     dynamic = sum(peak.values())
     if not host.device_is_host:
@@ -576,7 +574,7 @@ def estimate(shape: ModelShape, settings: Settings, host: Host, headroom: float 
 
 
 def _backward_peak(shape: ModelShape, counts: dict[str, int], trainable: dict[str, int], settings: Settings,
-                   acts: dict[str, float], saved: float, grads_total: float, n: int) -> dict[str, float]:
+                   acts: dict[str, float], saved: float, grads_total: float) -> dict[str, float]:
     """What is live at the peak of forward end, backward and the optimizer step: {"activations", "gradients",
     "optimizer_step_temporaries"}.
 
@@ -721,7 +719,7 @@ def recommend(shape: ModelShape, settings: Settings, host: Host, headroom: float
     candidates = []
     names = list(SAVERS)
     for size in range(1, max_savers + 1):
-        for combo in _combinations(names, size):
+        for combo in itertools.combinations(names, size):
             applied = _apply(settings, combo)
             if applied is None:
                 continue
@@ -737,12 +735,6 @@ def recommend(shape: ModelShape, settings: Settings, host: Host, headroom: float
     return Recommendation(False, [], None, None, 0.0, 0,
                           f"nothing up to {max_savers} savers fits {host.name}: use more GPUs or hosts (--gpus, "
                           "--hosts) or a larger device")
-
-
-def _combinations(names: list[str], size: int) -> list[tuple[str, ...]]:
-    from itertools import combinations
-
-    return list(combinations(names, size))
 
 
 # ---------------------------------------------------------------------------------------- rendering

@@ -4,7 +4,6 @@ in both modes; the merged weights compute what the LoRA network computed; the gu
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,16 +16,14 @@ import torch
 from qwen_swe.model_card import read_front_matter
 
 from .helpers import random_samples
+from .launching import launch
 from .shard_fixtures import synthetic_shards
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS = 3
 
 
 def train(args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "qwen_swe", "train", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=600)
+    return launch([sys.executable, "-m", "qwen_swe", "train", *args])
 
 
 def cli(args: list[str]):

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from .launching import ROOT, losses
 from .shard_fixtures import synthetic_shards
 
-ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "multinode_netns.sh"
 STEPS, MIDDLE = 4, 2
 
@@ -34,7 +34,8 @@ def namespaces_unavailable() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(bool(namespaces_unavailable()), reason=str(namespaces_unavailable()))
+_WHY_NOT = namespaces_unavailable()  # probed once per process
+pytestmark = pytest.mark.skipif(_WHY_NOT is not None, reason=str(_WHY_NOT))
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +74,6 @@ def run_two_hosts(run_config: Path, logs: Path, *train_args: str, timeout: float
     leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert prefix not in leftovers, leftovers  # the tool removed its namespaces
     return host_logs
-
-
-def losses(run_dir: Path) -> dict[int, float]:
-    return {r["step"]: r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
 
 
 def test_two_hosts_train_checkpoint_and_resume_exactly(run_config, tmp_path):

@@ -91,7 +91,7 @@ def test_ddp_sigterm_then_resume_continues_exactly(reference, tiny_06b, shards, 
 
     resumed = launch(command("cpu_ddp.yaml", tiny_06b, shards, run_dir, "--resume", "auto"))
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-5000:]
-    assert f"resumed from" in resumed.stdout + resumed.stderr
+    assert "resumed from" in resumed.stdout + resumed.stderr
     assert_same_losses(run_dir, reference("cpu_ddp.yaml"))
     report = json.loads((run_dir / "report.json").read_text())
     assert report["steps"] == STEPS and report["last_eval"]["loss"] > 0
@@ -146,7 +146,8 @@ def assert_export_equals_the_fp32_consolidation(run_dir: Path, zero2_run: Path, 
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from safetensors.torch import load_file
 
-    from qwen_swe.export import export, trained_state_dict
+    from qwen_swe.export import export
+    from qwen_swe.train.checkpoint import trained_state_dict
 
     export(run_dir, out, dtype="float32", progress=False)
     exported = load_file(str(out / "model.safetensors"))

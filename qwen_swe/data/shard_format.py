@@ -31,6 +31,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any, Optional
 
 import msgspec
@@ -61,9 +62,9 @@ class ShardSample:
     ref_prompt_ids: Optional[np.ndarray] = None  # int64 token ids of the reference text's prompt
     raw_json: bytes = b""  # the sample's `<key>.json` member
 
-    @property
+    @cached_property
     def meta(self) -> dict[str, Any]:
-        """Every field of `<key>.json` (parsed on use: the reader needs only the typed fields above)."""
+        """Every field of `<key>.json` (parsed on first use: the reader needs only the typed fields above)."""
         return json.loads(self.raw_json)
 
 

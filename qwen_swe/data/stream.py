@@ -312,9 +312,11 @@ def check_tokenizer(index: ShardIndex, layout: SequenceLayout, retokenize: bool 
     `retokenize`, whose samples the layout then tokenizes from their text, because it only uses stored ids made
     under its own tokenizer's fingerprint.
     """
-    if index.tokenizer_fingerprint is None or retokenize:
+    if index.tokenizer_fingerprint is None:
         return
-    if index.tokenizer_fingerprint != layout.tokenizer_fingerprint:
+    # Computed here once (about a second) rather than by each loader worker at its first sample; the value travels
+    # to the workers with the layout.
+    if layout.tokenizer_fingerprint != index.tokenizer_fingerprint and not retokenize:
         raise ValueError(
             f"{index.index_path}: the shards' prompt ids were made by a text tokenizer with fingerprint "
             f"{index.tokenizer_fingerprint}, but this model's tokenizer has fingerprint {layout.tokenizer_fingerprint}; "

@@ -107,11 +107,12 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any], gates: Optional[Sequen
         reasons.append("no gate was measured on both sides")
     setup_a, setup_b = _setup(a), _setup(b)
     differences = [key for key in setup_a if setup_a[key] != setup_b[key]]
+    blocking = bool(reasons)
     if differences:
         message = f"the evaluations differ in {', '.join(differences)}: their numbers do not compare"
         reasons.append(message + (" (allowed by --allow-mismatch)" if allow_mismatch else
                                   "; evaluate both with the same settings or pass --allow-mismatch"))
-    blocking = [r for r in reasons if "allowed by --allow-mismatch" not in r]
+        blocking = blocking or not allow_mismatch
     verdict = "keep" if blocking else "promote"
     if verdict == "promote":
         reasons.append("B is no worse than A on every gate")

@@ -17,7 +17,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .synth import FRAMES_PER_SECOND, Voice
+from ..data.shard_format import FRAME_RATE
+from .synth import Voice
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Reference:
 
     @property
     def seconds(self) -> float:
-        return float(self.codes.shape[0]) / FRAMES_PER_SECOND
+        return float(self.codes.shape[0]) / FRAME_RATE
 
     def audio(self) -> tuple[np.ndarray, int]:
         """The clip as (waveform, rate), decoded once on first use (pace and cloning need only codes and x-vector)."""

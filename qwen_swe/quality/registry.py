@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+from ..train.checkpoint import write_json_atomic
+
 REGISTRY_JSON = "registry.json"
 
 
@@ -55,9 +57,7 @@ def _point(link: Path, target: Optional[str]) -> None:
 def write_registry(folder: str | Path, registry: dict[str, Any]) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{REGISTRY_JSON}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(registry, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / REGISTRY_JSON)
+    write_json_atomic(folder / REGISTRY_JSON, registry)
     for name in ("current", "previous"):
         _point(folder / name, (registry.get(name) or {}).get("model"))
 

@@ -28,7 +28,6 @@ import numpy as np
 
 from .audio_stats import DEFAULT_SILENCE_DBFS, audio_stats
 
-FRAMES_PER_SECOND = 12.5
 MODES = ("xvector", "icl", "custom")
 
 
@@ -107,8 +106,10 @@ class Synthesis:
 
 def is_training_checkpoint(folder: str | Path) -> bool:
     """A run directory (has checkpoints/) or one of its checkpoints (has the COMPLETE marker)."""
+    from ..train import checkpoint as ckpt
+
     folder = Path(folder)
-    return (folder / "COMPLETE").is_file() or (folder / "checkpoints").is_dir()
+    return (folder / ckpt.COMPLETE).is_file() or ckpt.checkpoints_dir(folder).is_dir()
 
 
 def check_exported_folder(folder: str | Path) -> Path:

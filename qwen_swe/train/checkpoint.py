@@ -146,3 +146,32 @@ def apply_retention(run_dir: str | Path, keep_last: int) -> list[Path]:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def trained_state_dict(checkpoint: Path) -> dict[str, Any]:
+    """fp32 weights of the trained module (names as in TalkerObjective: `model.talker...`), whatever wrote them:
+    accelerate's model.safetensors or pytorch_model.bin, or DeepSpeed ZeRO partitions consolidated by its
+    zero_to_fp32."""
+    import torch
+
+    deepspeed_dir = checkpoint / "pytorch_model"
+    safetensors_file = checkpoint / "model.safetensors"
+    bin_file = checkpoint / "pytorch_model.bin"
+    if deepspeed_dir.is_dir():
+        import contextlib
+        import io
+
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        with contextlib.redirect_stdout(io.StringIO()):  # it narrates every step
+            state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag="pytorch_model")
+    elif safetensors_file.is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(safetensors_file))
+    elif bin_file.is_file():
+        state = torch.load(str(bin_file), map_location="cpu", weights_only=True)
+    else:
+        raise ValueError(f"{checkpoint}: no model weights found (expected model.safetensors, pytorch_model.bin or "
+                         "a DeepSpeed pytorch_model/ folder)")
+    return {name: tensor.float() if tensor.is_floating_point() else tensor for name, tensor in state.items()}

@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 import torch
 
+from . import checkpoint as ckpt
+
 
 def latest_bundle(run_dir: Path) -> Path:
     bundles = sorted((run_dir / "diagnostics").glob("non_finite_step*"))
@@ -25,20 +27,8 @@ def latest_bundle(run_dir: Path) -> Path:
 
 def load_checkpoint_weights(objective: torch.nn.Module, checkpoint: Path) -> str:
     """Load the objective's weights from an accelerate checkpoint (plain or DeepSpeed ZeRO shards)."""
-    plain = checkpoint / "model.safetensors"
-    if plain.exists():
-        from safetensors.torch import load_file
-
-        missing, unexpected = objective.load_state_dict(load_file(str(plain)), strict=False)
-        return f"{plain} (missing {len(missing)}, unexpected {len(unexpected)})"
-    zero = checkpoint / "pytorch_model"
-    if zero.is_dir():
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag="pytorch_model")
-        objective.load_state_dict(state, strict=False)
-        return f"{zero} (ZeRO shards consolidated to fp32)"
-    raise ValueError(f"{checkpoint}: neither model.safetensors nor pytorch_model/ (DeepSpeed) found")
+    missing, unexpected = objective.load_state_dict(ckpt.trained_state_dict(checkpoint), strict=False)
+    return f"{checkpoint} (missing {len(missing)}, unexpected {len(unexpected)})"
 
 
 def diagnose(run_dir: str | Path, bundle: Optional[str | Path] = None) -> dict[str, Any]:

@@ -137,6 +137,7 @@ class Trainer:
         # in-training synthesis hears the current weights through the same generate() users call.
         self.wrapper = wrapper
         self.synth_warned = False  # the reason in-training synthesis is skipped is said once
+        self.synth_voice = None  # the held-out voice in-training synthesis uses, found on first use
         objective = TalkerObjective(model, sub_talker_weight=config.objective.sub_talker_weight,
                                     mask_suppressed_logits=config.objective.mask_suppressed_logits)
         self.fault = install_fault_injection(objective, os.environ[FAULT_ENV]) if os.environ.get(FAULT_ENV) else None
@@ -334,7 +335,7 @@ class Trainer:
                 self.synth_warned = True
             return
         if self.main:
-            from ..quality.training_audio import synthesize_for_tensorboard
+            from ..quality.training_audio import default_voice, synthesize_for_tensorboard
 
             writer = self.accelerator.get_tracker("tensorboard", unwrap=True)
             started = time.time()
@@ -342,8 +343,10 @@ class Trainer:
             devices = [self.accelerator.device] if self.device_type == "cuda" else []
             with torch.random.fork_rng(devices=devices):
                 try:
-                    results = synthesize_for_tensorboard(self.wrapper, writer, self.step,
-                                                         shards=self.config.data.shards,
+                    if self.synth_voice is None:  # scanning the eval split for it reads every sample's json
+                        self.synth_voice = default_voice(self.wrapper, self.config.data.shards,
+                                                         self.config.data.eval_split)
+                    results = synthesize_for_tensorboard(self.wrapper, writer, self.step, voice=self.synth_voice,
                                                          max_sentences=self.config.run.synth_sentences)
                     self.say(f"step {self.step}: synthesised {len(results)} sentence(s) for TensorBoard in "
                              f"{time.time() - started:.1f} s")
