@@ -85,8 +85,9 @@ def describe_deepspeed(ds: Optional[dict]) -> str:
         return "not used"
     zero = ds.get("zero_optimization", {})
     offload = [part for part in ("optimizer", "param") if f"offload_{part}" in zero]
-    precision = "bf16" if ds.get("bf16", {}).get("enabled") else "fp32"
-    return (f"{ds['path']}: ZeRO-{zero.get('stage', 0)}, {precision}"
+    from qwen_swe.train.precision import deepspeed_bf16
+
+    return (f"{ds['path']}: ZeRO-{zero.get('stage', 0)}, {'bf16' if deepspeed_bf16(ds) else 'fp32'}"
             + (f", {' and '.join(offload)} offloaded to CPU" if offload else ""))
 
 
@@ -180,7 +181,7 @@ def check_run(run_config: Optional[str], preset: Optional[str], overrides: list[
     found.add("shards", f"{config.data.shards} (frame budget {config.data.frame_budget}, "
                         f"{config.data.num_workers} loader worker(s))")
     found.add("optimizer", f"{config.optim.name}, lr {config.optim.lr}, accumulation {config.optim.accumulation}, "
-                           f"{config.effective_max_steps} steps, checkpoint every {config.run.checkpoint_every}, "
+                           f"{config.run.max_steps} steps, checkpoint every {config.run.checkpoint_every}, "
                            f"eval every {config.run.eval_every}")
     run_dir = Path(config.run.output_dir)
     needed = int(min_free_gb * GIB) if min_free_gb is not None else \
@@ -202,18 +203,31 @@ def check_run(run_config: Optional[str], preset: Optional[str], overrides: list[
 PLAN_HOSTS = {"hemma": "r9700-32gb", "h100": "h100-80gb", "multinode": "h100-80gb"}
 
 
-def memory_plan(run: Any, ds: Optional[dict], host: str, per_host: int, machines: int, found: Findings) -> None:
+def run_precision(run: Any, ds: Optional[dict], found: Findings) -> Optional[Any]:
+    """The precision the trainer will resolve for this run config and DeepSpeed config (None after an error)."""
+    from qwen_swe.train.precision import resolve_precision
+
+    try:
+        precision = resolve_precision(run.train.precision, ds)
+    except ValueError as error:
+        found.errors.append(str(error))
+        return None
+    found.add("precision", precision.label + (" (from the DeepSpeed config; train.precision is ignored under "
+                                              "DeepSpeed)" if ds is not None and run.train.precision != "fp32" else ""))
+    return precision
+
+
+def memory_plan(run: Any, ds: Optional[dict], precision: Any, host: str, per_host: int, machines: int,
+                found: Findings) -> None:
     """`qwen-swe plan`'s estimate for this run config on this host shape, printed after the plan; a setup that does
     not fit only warns (the estimate is an estimate), with the planner's cheapest fix."""
     from qwen_swe.plan import HOSTS, Settings, estimate, recommend, render, resolve_shape
 
     zero = (ds or {}).get("zero_optimization", {})
     offload = "optimizer+params" if "offload_param" in zero else "optimizer" if "offload_optimizer" in zero else "none"
-    precision = run.train.precision if ds is None else \
-        ("bf16-mixed" if ds.get("bf16", {}).get("enabled") else "fp32")  # DeepSpeed: bf16 weights, fp32 master
     settings = Settings(
         gpus_per_host=per_host, hosts=machines, zero=int(zero.get("stage", 0)), offload=offload,
-        precision=precision, optimizer=run.optim.name if run.optim.name in ("adamw", "adamw_8bit") else "adamw",
+        precision=precision.mode, optimizer=run.optim.name if run.optim.name in ("adamw", "adamw_8bit") else "adamw",
         mode=run.train.mode, lora_rank=run.train.lora.r, gradient_checkpointing=run.train.gradient_checkpointing,
         freeze_text_embedding=any("text_embedding" in pattern for pattern in run.train.freeze),
         frame_budget=run.data.frame_budget)
@@ -286,19 +300,15 @@ def main(host: str, accelerate_config: str, run_config: Optional[str], preset: O
     found.add("deepspeed", describe_deepspeed(ds))
     device_type = check_devices(host, backend, total // machines, allow_cpu, found)
     run = check_run(run_config, preset, split_train_args(train_args), min_free_gb, found)
-    if run is not None:
-        from qwen_swe.train.model_setup import resolve_attn_implementation
+    precision = run_precision(run, ds, found) if run is not None else None
+    if run is not None and precision is not None:
+        from qwen_swe.train.precision import resolve_attn_implementation
 
-        # under DeepSpeed the weights' precision is the DeepSpeed config's, not train.precision
-        precision = run.train.precision if ds is None else \
-            ("bf16-mixed" if ds.get("bf16", {}).get("enabled") else "fp32")
-        attention, warning = resolve_attn_implementation(run.model.attn_implementation, device_type, precision)
+        attention, warning = resolve_attn_implementation(run.model.attn_implementation, device_type, precision.mode)
         found.add("attention", f"{attention} (model.attn_implementation={run.model.attn_implementation})")
         if warning:
             found.warnings.append(warning)
-        if ds is not None and run.train.precision != "fp32":
-            found.add("precision", "from the DeepSpeed config (train.precision is ignored under DeepSpeed)")
-        memory_plan(run, ds, host, total // machines, machines, found)
+        memory_plan(run, ds, precision, host, total // machines, machines, found)
     report(found)
     if found.errors:
         raise SystemExit(2)

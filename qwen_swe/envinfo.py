@@ -23,6 +23,11 @@ def _version(name: str) -> str | None:
         return None
 
 
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution (None where it is missing): what runs, builds and evals record."""
+    return {name: _version(name) for name in names}
+
+
 def _quietly_import(module: str) -> tuple[bool, str]:
     """Import a module whose import prints banners; return (ok, error message)."""
     sink = io.StringIO()
@@ -89,7 +94,7 @@ def collect() -> dict[str, Any]:
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "packages": {name: _version(name) for name in PACKAGES},
+        "packages": package_versions(),
         "torch_build": {"cuda": cuda, "rocm": rocm},
         "device": device,
         "devices": devices,

@@ -34,9 +34,10 @@ from typing import Any, Iterable, Optional
 import numpy as np
 import torch
 
-from .language import NUM_CODEBOOK_ENTRIES, taken_rows
+from .language import taken_rows
+from .model_shapes import CODEBOOK_SIZE
 from .train import checkpoint as ckpt
-from .train.trainer import MANIFEST
+from .train.provenance import MANIFEST, model_fingerprint
 
 WEIGHTS = "model.safetensors"
 # Files of the base model folder an export does not copy (it writes its own weights, config and model card).
@@ -92,7 +93,6 @@ def locate_checkpoint(path: str | Path, which: str = "latest") -> tuple[Path, Pa
 def load_source(path: str | Path, which: str = "latest", base: Optional[str | Path] = None) -> Source:
     """The checkpoint with its run config, refusing a base model folder other than the one the run trained."""
     from .train.config import load_config
-    from .train.trainer import model_fingerprint
 
     run_dir, checkpoint = locate_checkpoint(path, which)
     config = load_config(run_dir / "config.yaml")
@@ -117,12 +117,13 @@ def rebuild_trained_model(source: Source, merge_lora: bool = True) -> tuple[Any,
     from .objective import TalkerObjective
     from .train.model_setup import prepare_model
 
+    from .train.precision import FP32
+
     config = source.config
-    # Export works in fp32 whatever the run trained in: bf16-pure weights would round the fp32 master weights.
-    config.train.precision = "fp32"
     config.train.gradient_checkpointing = False
     wrapper = load_model(config.model.path, attn_implementation="sdpa")
-    network, _ = prepare_model(wrapper.model, config, "cpu")
+    # Export works in fp32 whatever the run trained in: bf16-pure weights would round the fp32 master weights.
+    network, _ = prepare_model(wrapper.model, config, "cpu", precision=FP32)
     objective = TalkerObjective(network)
     trained = ckpt.trained_state_dict(source.checkpoint)
     expected = objective.state_dict()
@@ -159,26 +160,24 @@ def speaker_means(shard_dir: str | Path, split: str = "train", wanted: Optional[
     """fp32 mean x-vector per speaker over one split of a shard folder, read member by member (codes are skipped)."""
     from tqdm import tqdm
 
-    from .data.shard_format import read_npy
-    from .data.stream import ShardIndex, _MemberReader
+    from .data.shard_format import ShardReader
+    from .data.stream import ShardIndex
 
     index = ShardIndex(shard_dir, split)
     wanted_set = {w.lower() for w in wanted} if wanted else None
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     bar = tqdm(total=index.num_samples, desc="speaker x-vectors", unit="utt", disable=not progress)
-    reader = _MemberReader()
-    for shard in index.shards:
-        for entry in shard.entries:
-            bar.update(1)
-            meta = json.loads(reader.read(shard.path, *entry["members"]["json"]).decode("utf-8"))
-            speaker = str(meta.get("speaker") or "").strip().lower()
-            if not speaker or (wanted_set is not None and speaker not in wanted_set):
-                continue
-            xvector = read_npy(reader.read(shard.path, *entry["members"]["xvector.npy"])).astype(np.float64)
-            sums[speaker] = sums.get(speaker, 0.0) + xvector
-            counts[speaker] = counts.get(speaker, 0) + 1
-    reader.close()
+    with ShardReader() as reader:
+        for shard in index.shards:
+            for entry in shard.entries:
+                bar.update(1)
+                speaker = str(reader.read_meta(shard.path, entry).get("speaker") or "").strip().lower()
+                if not speaker or (wanted_set is not None and speaker not in wanted_set):
+                    continue
+                xvector = reader.read_array(shard.path, entry, "xvector.npy").astype(np.float64)
+                sums[speaker] = sums.get(speaker, 0.0) + xvector
+                counts[speaker] = counts.get(speaker, 0) + 1
     bar.close()
     if wanted_set is not None and wanted_set - set(sums):
         raise ExportError(f"speakers {sorted(wanted_set - set(sums))} have no utterances in the {split!r} split of "
@@ -194,8 +193,8 @@ def free_speaker_rows(talker_config: Any, count: int) -> list[int]:
     """`count` unused codec rows: after every row in use, then (if the band runs out) the gaps below."""
     taken = taken_rows(talker_config)
     vocab = int(talker_config.vocab_size)
-    start = max(taken) + 1 if taken else NUM_CODEBOOK_ENTRIES
-    candidates = list(range(start, vocab)) + [r for r in range(NUM_CODEBOOK_ENTRIES, start) if r not in taken]
+    start = max(taken) + 1 if taken else CODEBOOK_SIZE
+    candidates = list(range(start, vocab)) + [r for r in range(CODEBOOK_SIZE, start) if r not in taken]
     if len(candidates) < count:
         raise ExportError(f"only {len(candidates)} free codec rows are left for {count} speakers")
     return candidates[:count]
@@ -338,3 +337,33 @@ def export(path: str | Path, out: str | Path, mode: str = "base", dtype: str = "
         shutil.rmtree(out)
     os.replace(tmp, out)
     return result
+
+
+# ------------------------------------------------------------------------------------------ model folders or checkpoints
+def is_training_checkpoint(folder: str | Path) -> bool:
+    """A run directory (has checkpoints/) or one of its checkpoints (has the COMPLETE marker)."""
+    folder = Path(folder)
+    return (folder / ckpt.COMPLETE).is_file() or ckpt.checkpoints_dir(folder).is_dir()
+
+
+def check_exported_folder(folder: str | Path) -> Path:
+    """A model folder `from_pretrained` loads; a training checkpoint or run directory is refused with the fix."""
+    from .modeling import check_model_folder
+
+    folder = Path(folder)
+    if is_training_checkpoint(folder):
+        raise ValueError(f"{folder}: this is a training checkpoint or run directory, not a model folder; run "
+                         f"`qwen-swe export {folder} --out EXPORT_DIR` on it first and give EXPORT_DIR")
+    return check_model_folder(folder)
+
+
+def export_if_checkpoint(folder: str | Path, export_dir: str | Path, custom_voice: bool = False,
+                         say: Any = print) -> Path:
+    """`folder` itself when it is a model folder; a checkpoint or run directory is exported to `export_dir` first
+    (fp32, base or custom-voice), and the exported folder is returned."""
+    if not is_training_checkpoint(folder):
+        return check_exported_folder(folder)
+    say(f"{folder} is a training checkpoint: exporting it to {export_dir} first (as `qwen-swe export` does)")
+    result = export(folder, export_dir, mode="custom-voice" if custom_voice else "base", dtype="float32",
+                    overwrite=True, progress=False)
+    return Path(result.out)

@@ -17,7 +17,8 @@ from typing import Any, Optional
 
 import torch
 
-from .layout import NUM_CODEBOOK_ENTRIES
+from .files import write_text_atomic
+from .model_shapes import CODEBOOK_SIZE
 
 SPECIAL_FIELDS = (
     "codec_pad_id", "codec_bos_id", "codec_eos_token_id", "codec_think_id", "codec_nothink_id",
@@ -53,7 +54,7 @@ def free_row_after_languages(talker_config: Any) -> int:
     """The first unused row after the highest language row: it sits in the language band, away from speakers."""
     taken = taken_rows(talker_config)
     languages = [int(r) for r in dict(talker_config.codec_language_id or {}).values()]
-    start = (max(languages) + 1) if languages else NUM_CODEBOOK_ENTRIES
+    start = (max(languages) + 1) if languages else CODEBOOK_SIZE
     for row in range(start, int(talker_config.vocab_size)):
         if row not in taken:
             return row
@@ -62,8 +63,8 @@ def free_row_after_languages(talker_config: Any) -> int:
 
 def check_row_is_free(talker_config: Any, row: int) -> None:
     vocab = int(talker_config.vocab_size)
-    if row < NUM_CODEBOOK_ENTRIES:
-        raise ValueError(f"codec row {row} is a code (0..{NUM_CODEBOOK_ENTRIES - 1}); pick a row in the special band")
+    if row < CODEBOOK_SIZE:
+        raise ValueError(f"codec row {row} is a code (0..{CODEBOOK_SIZE - 1}); pick a row in the special band")
     if row >= vocab:
         raise ValueError(f"codec row {row} is outside the codec vocabulary of {vocab} rows")
     taken = taken_rows(talker_config)
@@ -148,11 +149,11 @@ def add_language_to_folder(
     record = register_language(config.talker_config, tensors[EMBEDDING_KEY], name, init=init, row=row)
     raw["talker_config"]["codec_language_id"] = dict(config.talker_config.codec_language_id)
     raw["qwen_swe"] = _note(raw.get("qwen_swe"), record)
-    # Write both files beside the originals, then rename: a crash leaves the old folder intact.
+    # Each file is written beside its original and renamed into place, weights first: a crash leaves every file
+    # whole (old or new).
+    config_text = json.dumps(raw, indent=2, ensure_ascii=False) + "\n"
     tmp_weights = weights.with_suffix(".tmp")
-    save_file(tensors, str(tmp_weights), metadata={"format": "pt"})
-    tmp_config = config_path.with_suffix(".tmp")
-    tmp_config.write_text(json.dumps(raw, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    save_file(tensors, str(tmp_weights), metadata={"format": "pt"})  # safetensors writes the file itself
     os.replace(tmp_weights, weights)
-    os.replace(tmp_config, config_path)
+    write_text_atomic(config_path, config_text)
     return record

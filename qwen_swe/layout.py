@@ -38,9 +38,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-LAYOUTS = ("non_streaming", "streaming", "icl", "icl_non_streaming")
+from .data.shard_format import codes_in_range
+from .model_shapes import CODEBOOK_SIZE, LAYOUTS
+
 IGNORE = -100
-NUM_CODEBOOK_ENTRIES = 2048  # codes 0..2047 of every codebook; codec rows above are specials
 
 
 def target_prompt(text: str) -> str:
@@ -56,19 +57,6 @@ def reference_prompt(text: str) -> str:
 def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
     """Token ids of a prompt string, as qwen_tts tokenizes it (no special tokens added)."""
     return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-
-
-def codes_in_range(codes: np.ndarray) -> bool:
-    """All codes within 0..NUM_CODEBOOK_ENTRIES-1, in one pass: viewed as unsigned numbers of the same width, a
-    negative code is at least 2**15, so the unsigned maximum alone decides (every training sample is checked; two
-    reductions cost twice as much)."""
-    if codes.size == 0:
-        return True
-    if codes.dtype.kind == "i":
-        if not codes.dtype.isnative or codes.dtype.itemsize < 2:
-            return bool(codes.min() >= 0 and codes.max() < NUM_CODEBOOK_ENTRIES)
-        codes = codes.view(f"u{codes.dtype.itemsize}")
-    return int(codes.max()) < NUM_CODEBOOK_ENTRIES
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -109,7 +97,7 @@ class Sample:
     prompt_ids: Optional[Sequence[int]] = None
     ref_prompt_ids: Optional[Sequence[int]] = None
     tokenizer_fingerprint: Optional[str] = None
-    # True when the codes are known to lie in 0..NUM_CODEBOOK_ENTRIES-1 and the x-vector to be finite (the shard
+    # True when the codes are known to lie in 0..CODEBOOK_SIZE-1 and the x-vector to be finite (the shard
     # reader's decode_sample checked them): the layout then skips those two whole-array scans, checking shapes only.
     checked: bool = False
 
@@ -318,7 +306,7 @@ class SequenceLayout:
             raise self._fail(sample, field_name, f"expected integer codes, got {codes.dtype}")
         if not sample.checked and not codes_in_range(codes):
             low, high = int(codes.min()), int(codes.max())
-            raise self._fail(sample, field_name, f"codes must lie in 0..{NUM_CODEBOOK_ENTRIES - 1}, found {low}..{high}")
+            raise self._fail(sample, field_name, f"codes must lie in 0..{CODEBOOK_SIZE - 1}, found {low}..{high}")
         return codes
 
     def _language_row(self, sample: Sample) -> Optional[int]:

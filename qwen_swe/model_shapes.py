@@ -13,25 +13,38 @@ import copy
 from typing import Any
 
 SHAPES = ("0.6b", "1.7b")
+# The prompt layouts generate() runs (see layout.py for what each puts where); pure data so that the CLI can offer
+# them as choices without importing torch.
+LAYOUTS = ("non_streaming", "streaming", "icl", "icl_non_streaming")
 MODEL_TYPES = ("base", "custom_voice")
 
-TEXT_VOCAB_SIZE = 151936
+TEXT_VOCAB_SIZE = 151936  # rows of the text embedding in every released Qwen3-TTS model
 CODEC_VOCAB_SIZE = 3072  # talker codec rows: 0..2047 codes, the rest specials, languages and speakers
-CODEBOOK_SIZE = 2048
-NUM_CODE_GROUPS = 16
-SAMPLE_RATE = 24000
-FRAME_RATE = 12.5
+CODEBOOK_SIZE = 2048  # codes 0..2047 of every codebook; the talker's codec rows above them are specials
+NUM_CODE_GROUPS = 16  # codebooks per 12 Hz codec frame: codebook 0 from the talker, 1..15 from the code predictor
+SAMPLE_RATE = 24000  # Hz, of the codec's (and every shard build's) audio
+FRAME_RATE = 12.5  # codec frames per second
 SAMPLES_PER_FRAME = 1920
+# generate() suppresses the top 1024 codec rows (vocab - 1024 .. vocab - 1) except EOS before it samples codebook
+# 0; the objective masks the same rows so that its codebook-0 loss is over what inference can emit.
+SUPPRESSED_CODEC_ROWS = 1024
 
-# Text-side ids used by the prompt that `Qwen3TTSForConditionalGeneration.generate` builds.
-TEXT_SPECIAL_IDS: dict[str, int] = {
-    "im_start_token_id": 151644,
-    "im_end_token_id": 151645,
-    "tts_pad_token_id": 151671,
-    "tts_bos_token_id": 151672,
-    "tts_eos_token_id": 151673,
-}
+# Text-side ids used by the prompt that `Qwen3TTSForConditionalGeneration.generate` builds (the text tokenizer maps
+# the tokens <|im_start|>, <|im_end|>, <tts_pad>, <tts_text_bos>, <tts_text_eod>, "assistant" and "\n" to them).
+IM_START_ID = 151644
+IM_END_ID = 151645
+TTS_PAD_ID = 151671
+TTS_BOS_ID = 151672
+TTS_EOS_ID = 151673
 ASSISTANT_TOKEN_ID = 77091
+NEWLINE_ID = 198
+TEXT_SPECIAL_IDS: dict[str, int] = {  # as Qwen3TTSConfig names them
+    "im_start_token_id": IM_START_ID,
+    "im_end_token_id": IM_END_ID,
+    "tts_pad_token_id": TTS_PAD_ID,
+    "tts_bos_token_id": TTS_BOS_ID,
+    "tts_eos_token_id": TTS_EOS_ID,
+}
 
 # Codec-side special rows of the released talkers (the qwen_tts defaults point above the vocabulary).
 CODEC_SPECIAL_IDS: dict[str, int] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,15 @@ def check_model_folder(model_dir: str | Path) -> Path:
     if missing:
         raise ValueError(f"{model_dir}: not a complete Qwen3-TTS model folder, missing {', '.join(missing)}")
     return model_dir
+
+
+def model_kind(model_dir: str | Path) -> str:
+    """The folder's `tts_model_type` ("base" or "custom_voice"); "base" when there is no config.json (a run
+    directory or a checkpoint, which are exported as base unless asked otherwise)."""
+    config = Path(model_dir) / "config.json"
+    if not config.is_file():
+        return "base"
+    return json.loads(config.read_text(encoding="utf-8")).get("tts_model_type", "base")
 
 
 def skip_scikit_learn_in_transformers() -> None:

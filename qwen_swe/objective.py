@@ -24,14 +24,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layout import IGNORE, Batch
+from .model_shapes import SUPPRESSED_CODEC_ROWS
 
 
 class TalkerObjective(nn.Module):
     """Wraps a `Qwen3TTSForConditionalGeneration` and scores batches the way inference would run them.
 
-    mask_suppressed_logits: generate() suppresses codec rows [vocab-1024, vocab) except EOS before sampling codebook
-    0. With this on (default), the codebook-0 cross-entropy is taken over the rows inference can emit, i.e. it is
-    the negative log-likelihood of the distribution inference samples from (before temperature/top-k).
+    mask_suppressed_logits: generate() suppresses codec rows [vocab - SUPPRESSED_CODEC_ROWS, vocab) except EOS
+    before sampling codebook 0. With this on (default), the codebook-0 cross-entropy is taken over the rows inference
+    can emit, i.e. it is the negative log-likelihood of the distribution inference samples from (before
+    temperature/top-k).
     """
 
     def __init__(self, model: nn.Module, sub_talker_weight: float = 0.3, mask_suppressed_logits: bool = True):
@@ -42,7 +44,7 @@ class TalkerObjective(nn.Module):
         vocab = int(talker_config.vocab_size)
         allowed = torch.ones(vocab, dtype=torch.bool)
         if mask_suppressed_logits:
-            allowed[vocab - 1024:] = False
+            allowed[vocab - SUPPRESSED_CODEC_ROWS:] = False
             allowed[int(talker_config.codec_eos_token_id)] = True
         self.register_buffer("allowed_rows", allowed, persistent=False)
         self.num_code_groups = int(talker_config.num_code_groups)

@@ -18,7 +18,8 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from .layout import LAYOUTS, Sample, SequenceLayout
+from .layout import Sample, SequenceLayout
+from .model_shapes import LAYOUTS, SAMPLE_RATE
 from .objective import TalkerObjective
 
 TOLERANCE = 1e-5
@@ -99,7 +100,7 @@ def capture_inference(model: Any) -> Iterator[Capture]:
         del model.generate  # the instance attribute; the class method is visible again
 
 
-def reference_audio(seconds: float = 2.0, sample_rate: int = 24000, seed: int = 0) -> np.ndarray:
+def reference_audio(seconds: float = 2.0, sample_rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
     """A deterministic voiced-sounding reference: harmonics with a slow pitch glide and a little noise."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sample_rate)) / sample_rate
@@ -190,7 +191,7 @@ def run_parity(model_dir: str, layouts: Optional[list[str]] = None, frames: int 
             else:
                 icl = name.startswith("icl")
                 prompt = wrapper.create_voice_clone_prompt(
-                    ref_audio=(wav, 24000), ref_text=REFERENCE_TEXT if icl else None, x_vector_only_mode=not icl
+                    ref_audio=(wav, SAMPLE_RATE), ref_text=REFERENCE_TEXT if icl else None, x_vector_only_mode=not icl
                 )
                 sample.xvector = prompt[0].ref_spk_embedding.float()
                 if icl:

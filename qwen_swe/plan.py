@@ -27,11 +27,14 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-GB = 1024**3
+from .units import GIB, parse_bytes
+
+GB = GIB  # the planner counts memory in binary gigabytes, as GPUs are sold and nvidia-smi reports
 
 PRECISIONS = ("fp32", "bf16-mixed", "bf16-pure")
 OPTIMIZERS = ("adamw", "adamw_8bit")
@@ -330,23 +333,35 @@ def cpu_host(ram_bytes: float) -> Host:
                 device_is_host=True)
 
 
-def parse_bytes(text: str) -> float:
-    """'24GB', '24GiB', '24g', '24' (GB) -> bytes (binary gigabytes: GPUs are sold in them)."""
-    value = text.strip().lower().replace(" ", "")
-    for suffix, scale in (("tib", 1024**4), ("tb", 1024**4), ("gib", GB), ("gb", GB), ("g", GB),
-                          ("mib", 1024**2), ("mb", 1024**2)):
-        if value.endswith(suffix):
-            value, multiplier = value[: -len(suffix)], scale
-            break
-    else:
-        multiplier = GB
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a memory size; write e.g. 24GB, 80GiB or 512MB") from None
-    if number <= 0:
-        raise ValueError(f"{text!r}: a memory size must be positive")
-    return number * multiplier
+def machine_ram() -> int:
+    """This machine's physical RAM in bytes (what `--host cpu` trains in)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _memory_size(text: str, option: str) -> int:
+    size = parse_bytes(text, option)
+    if size <= 0:
+        raise ValueError(f"{option}: {text!r}: a memory size must be positive, e.g. 24GB")
+    return size
+
+
+def resolve_host(name: str, gpu_memory: Optional[str] = None, host_ram: Optional[str] = None) -> Host:
+    """The machine of `qwen-swe plan --host NAME [--gpu-memory SIZE] [--host-ram SIZE]`.
+
+    A preset of `HOSTS` with the given sizes replacing its card and RAM, or "cpu": training in RAM, of the size
+    given by either option, else this machine's. Sizes are read by `qwen_swe.units.parse_bytes` (binary units).
+    """
+    if name == "cpu":
+        if gpu_memory or host_ram:
+            return cpu_host(_memory_size(gpu_memory or host_ram, "--gpu-memory" if gpu_memory else "--host-ram"))
+        return cpu_host(machine_ram())
+    if name not in HOSTS:
+        raise ValueError(f"--host: unknown host {name!r}; use r9700-32gb, h100-80gb or cpu "
+                         "(and --gpu-memory/--host-ram for other machines)")
+    base = HOSTS[name]
+    return Host(base.name if not gpu_memory else f"{base.name} ({gpu_memory} cards)",
+                gpu_memory=_memory_size(gpu_memory, "--gpu-memory") if gpu_memory else base.gpu_memory,
+                host_ram=_memory_size(host_ram, "--host-ram") if host_ram else base.host_ram)
 
 
 # ---------------------------------------------------------------------------------------- batch contents
@@ -805,6 +820,6 @@ def plan_dict(result: Estimate, recommendation: Optional[Recommendation]) -> dic
 
 __all__ = [
     "BatchShape", "DecoderShape", "Estimate", "Host", "HOSTS", "ModelShape", "Recommendation", "SAVERS", "Settings",
-    "batch_shape", "cpu_host", "estimate", "folder_shape", "parameter_counts", "parse_bytes", "plan_dict",
-    "preset_shape", "recommend", "render", "resolve_shape",
+    "batch_shape", "cpu_host", "estimate", "folder_shape", "machine_ram", "parameter_counts", "plan_dict",
+    "preset_shape", "recommend", "render", "resolve_host", "resolve_shape",
 ]

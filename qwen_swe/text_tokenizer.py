@@ -31,8 +31,7 @@ QWEN_PRETOKENIZE_REGEX = (
     r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 
-TEXT_VOCAB_SIZE = 151936  # rows of the text embedding in every released Qwen3-TTS model
-FIRST_SPECIAL_ID = 151643
+FIRST_SPECIAL_ID = 151643  # the BPE ranks end below it (the embedding has model_shapes.TEXT_VOCAB_SIZE rows)
 
 # The special/added tokens of the Qwen3-TTS text tokenizer, in id order from 151643. The flag says whether the
 # token is "special" (skipped by decode(skip_special_tokens=True)); tool/fim/think markers are plain added tokens
@@ -73,14 +72,8 @@ SPECIAL_TOKENS: tuple[tuple[str, bool], ...] = (
     ("<|audio_pad|>", True),  # 151675
 )
 
-# Ids the rest of the project relies on; tests check the tokenizer maps these names to them.
-IM_START_ID = 151644
-IM_END_ID = 151645
-TTS_PAD_ID = 151671
-TTS_BOS_ID = 151672
-TTS_EOS_ID = 151673
-ASSISTANT_ID = 77091
-NEWLINE_ID = 198
+# The ids the rest of the project relies on (im_start, tts_pad, assistant, ...) are declared in model_shapes; tests
+# check this tokenizer maps those tokens to them.
 
 # Bump when the produced files change so stale caches are not reused.
 _CONVERSION_VERSION = "2"

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from qwen_swe.data.synthetic import synthetic_shards
 from qwen_swe.model_card import read_front_matter
 
 from .helpers import random_samples
 from .launching import launch
-from .shard_fixtures import synthetic_shards
 
 STEPS = 3
 

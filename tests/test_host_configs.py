@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .shard_fixtures import synthetic_shards
+from qwen_swe.data.synthetic import synthetic_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "accelerate_configs"
@@ -157,14 +157,14 @@ def test_preflight_refuses_a_bad_rank_a_bad_field_and_a_missing_deepspeed_file(r
 
 # ------------------------------------------------------------------------------------------ attention per host
 def test_attention_is_chosen_per_host(monkeypatch):
-    from qwen_swe.train import model_setup
+    from qwen_swe.train import precision
 
-    monkeypatch.setattr(model_setup, "_flash_attn_import_error", lambda: None)  # flash-attn installed
+    monkeypatch.setattr(precision, "_flash_attn_import_error", lambda: None)  # flash-attn installed
     monkeypatch.setattr(torch.version, "hip", None, raising=False)
-    assert model_setup.resolve_attn_implementation("auto", "cuda", "bf16-mixed") == ("flash_attention_2", None)
+    assert precision.resolve_attn_implementation("auto", "cuda", "bf16-mixed") == ("flash_attention_2", None)
     monkeypatch.setattr(torch.version, "hip", "7.1.25424", raising=False)  # Hemma: ROCm reports device "cuda"
-    assert model_setup.resolve_attn_implementation("auto", "cuda", "bf16-mixed") == ("sdpa", None)
+    assert precision.resolve_attn_implementation("auto", "cuda", "bf16-mixed") == ("sdpa", None)
     monkeypatch.setattr(torch.version, "hip", None, raising=False)
-    monkeypatch.setattr(model_setup, "_flash_attn_import_error", lambda: "ModuleNotFoundError: flash_attn")
-    attention, warning = model_setup.resolve_attn_implementation("auto", "cuda", "bf16-mixed")
+    monkeypatch.setattr(precision, "_flash_attn_import_error", lambda: "ModuleNotFoundError: flash_attn")
+    attention, warning = precision.resolve_attn_implementation("auto", "cuda", "bf16-mixed")
     assert attention == "sdpa" and "flash-attn is not importable" in warning

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from qwen_swe.data.synthetic import synthetic_shards
+
 from .launching import ROOT, losses
-from .shard_fixtures import synthetic_shards
 
 TOOL = ROOT / "tools" / "multinode_netns.sh"
 STEPS, MIDDLE = 4, 2

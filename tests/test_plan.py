@@ -21,6 +21,7 @@ from qwen_swe.plan import (
     parameter_counts,
     preset_shape,
     recommend,
+    resolve_host,
 )
 from qwen_swe.plan import _apply
 
@@ -176,3 +177,21 @@ def test_cli_table_and_json(tmp_path):
     assert payload["gpu_capacity_gb"] == 8
     result = runner.invoke(main, ["plan", "--model", "2b"])
     assert result.exit_code != 0 and "0.6b" in result.output
+
+
+def test_hosts_take_binary_sizes_and_refuse_bad_ones(monkeypatch):
+    card = resolve_host("r9700-32gb", gpu_memory="24GB")
+    assert card.gpu_memory == 24 * 2**30 and card.host_ram == HOSTS["r9700-32gb"].host_ram
+    assert card.name == "r9700-32gb (24GB cards)"
+    assert resolve_host("h100-80gb", host_ram="1.5TiB").host_ram == 1.5 * 2**40
+    monkeypatch.setattr("qwen_swe.plan.machine_ram", lambda: 7 * GB)
+    assert resolve_host("cpu").gpu_memory == resolve_host("cpu").host_ram == 7 * GB
+    assert resolve_host("cpu", host_ram="16g").host_ram == 16 * GB
+    with pytest.raises(ValueError, match="--host: unknown host 'a100'"):
+        resolve_host("a100")
+    with pytest.raises(ValueError, match=r"--gpu-memory: '24XB' is not a size; write e.g. 32GB"):
+        resolve_host("r9700-32gb", gpu_memory="24XB")
+    with pytest.raises(ValueError, match="--host-ram: '0' ?: a memory size must be positive"):
+        resolve_host("r9700-32gb", host_ram="0")
+    result = CliRunner().invoke(main, ["plan", "--gpu-memory", "24 bytes please"])
+    assert result.exit_code == 1 and "--gpu-memory: '24 bytes please' is not a size" in result.output

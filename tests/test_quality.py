@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from .helpers import load_swedish_model
-from .shard_fixtures import synthetic_shards
 
 from qwen_swe.cli import main
+from qwen_swe.data.synthetic import synthetic_shards
 from qwen_swe.quality.audio_stats import audio_stats
 from qwen_swe.quality.compare import compare_reports
 from qwen_swe.quality.speaker import cosine_similarity

@@ -20,7 +20,7 @@ from qwen_swe.cli import main
 from qwen_swe.data.build import (CRASH_ENV, BuildConfig, Candidate, Planned, assign_splits, build_shards,
                                  choose_references, sample_key)
 from qwen_swe.data.encode import Encoder, pad_to_frames, plan_batches
-from qwen_swe.data.shard_format import INDEX_NAME, decode_sample
+from qwen_swe.data.shard_format import INDEX_NAME, ShardReader
 from qwen_swe.data.sources import AudioRef, Columns, SourceSpec, audio_from_array
 from qwen_swe.data.text import decode_transcript, normalize_text
 from qwen_swe.tiny import calibration_audio
@@ -81,15 +81,14 @@ def read_split(folder: Path) -> dict[str, dict]:
     """key -> {meta, codes, xvector, ref_codes, split, shard} for every sample, read through the entry lists."""
     index = json.loads((folder / INDEX_NAME).read_text(encoding="utf-8"))
     samples = {}
-    for split, records in index["splits"].items():
-        for record in records:
-            entries = json.loads((folder / record["entries"]).read_text(encoding="utf-8"))
-            data = (folder / record["path"]).read_bytes()
-            for entry in entries:
-                members = {name: data[offset:offset + size] for name, (offset, size) in entry["members"].items()}
-                sample = decode_sample(entry["key"], members, index["xvector_dim"])
-                samples[entry["key"]] = {"meta": sample.meta, "codes": sample.codes, "xvector": sample.xvector,
-                                         "ref_codes": sample.ref_codes, "split": split, "shard": record["path"]}
+    with ShardReader() as reader:
+        for split, records in index["splits"].items():
+            for record in records:
+                entries = json.loads((folder / record["entries"]).read_text(encoding="utf-8"))
+                for entry in entries:
+                    sample = reader.read_sample(folder / record["path"], entry, index["xvector_dim"])
+                    samples[entry["key"]] = {"meta": sample.meta, "codes": sample.codes, "xvector": sample.xvector,
+                                             "ref_codes": sample.ref_codes, "split": split, "shard": record["path"]}
     return samples
 
 
@@ -206,17 +205,15 @@ def test_every_built_sample_takes_the_readers_fast_json_path(reference_build):
     """The reader parses each sample's json with a typed msgspec decoder and falls back to field-by-field checks
     only when it refuses; what the builder writes must never need the slow path."""
     from qwen_swe.data.shard_format import _READER_FIELDS
-    from qwen_swe.data.stream import ShardIndex, _MemberReader
+    from qwen_swe.data.stream import ShardIndex
 
-    reader = _MemberReader()
-    for split in ("train", "eval"):
-        index = ShardIndex(reference_build, split)
-        for shard in index.shards:
-            for entry in shard.entries:
-                offset, size = entry["members"]["json"]
-                fields = _READER_FIELDS.decode(reader.read(shard.path, offset, size))
-                assert fields.text.strip() and fields.prompt_ids, entry["key"]
-    reader.close()
+    with ShardReader() as reader:
+        for split in ("train", "eval"):
+            index = ShardIndex(reference_build, split)
+            for shard in index.shards:
+                for entry in shard.entries:
+                    fields = _READER_FIELDS.decode(reader.read_member(shard.path, entry, "json"))
+                    assert fields.text.strip() and fields.prompt_ids, entry["key"]
 
 
 def swedish_layout(model_dir: Path):

@@ -12,10 +12,10 @@ import pytest
 from qwen_swe.data.stream import (ShardIndex, ShardStream, StreamConfig, StreamPosition, make_loader, plan_epoch,
                                   sample_keys)
 from qwen_swe.data.shard_format import decode_sample, encode_sample, npy_bytes
+from qwen_swe.data.synthetic import synthetic_shards
 from qwen_swe.layout import SequenceLayout
 
 from .helpers import load_swedish_model
-from .shard_fixtures import synthetic_shards
 
 LAYOUT_MIX = {"streaming": 1.0, "non_streaming": 1.0, "icl": 1.0}
 

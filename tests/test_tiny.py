@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from qwen_swe import model_shapes
-from qwen_swe.text_tokenizer import (
-    ASSISTANT_ID,
+from qwen_swe.model_shapes import (
+    ASSISTANT_TOKEN_ID,
     IM_END_ID,
     IM_START_ID,
     NEWLINE_ID,
     TTS_BOS_ID,
     TTS_EOS_ID,
     TTS_PAD_ID,
-    load_qwen_text_tokenizer,
 )
+from qwen_swe.text_tokenizer import load_qwen_text_tokenizer
 
 ROLE_TEXT = "<|im_start|>assistant\nHej, så här låter svenska: åäö.<|im_end|>\n<|im_start|>assistant\n"
 SWEDISH = "Sjuksköterskan äter smörgåsar på måndagar"
@@ -200,8 +200,8 @@ def test_processor_tokenizes_like_inference(tts_06b):
     """Through the processor exactly as qwen_tts loads it (AutoProcessor, fix_mistral_regex=True)."""
     processor = tts_06b.processor
     ids = processor(text=ROLE_TEXT)["input_ids"][0]
-    assert ids[:3] == [IM_START_ID, ASSISTANT_ID, NEWLINE_ID]
-    assert ids[-5:] == [IM_END_ID, NEWLINE_ID, IM_START_ID, ASSISTANT_ID, NEWLINE_ID]
+    assert ids[:3] == [IM_START_ID, ASSISTANT_TOKEN_ID, NEWLINE_ID]
+    assert ids[-5:] == [IM_END_ID, NEWLINE_ID, IM_START_ID, ASSISTANT_TOKEN_ID, NEWLINE_ID]
     assert processor.decode(ids) == ROLE_TEXT
     pieces = [processor.decode([i]) for i in ids[3:-5]]
     assert " svenska" in pieces and " så" in pieces  # multi-byte letters stay inside word pieces

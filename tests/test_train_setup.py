@@ -12,16 +12,11 @@ import yaml
 
 from qwen_swe.layout import SequenceLayout
 from qwen_swe.objective import TalkerObjective
-from qwen_swe.train.config import (
-    PRESETS,
-    ConfigError,
-    RunConfig,
-    fingerprint_changes,
-    load_config,
-    math_fingerprint,
-)
-from qwen_swe.train.model_setup import prepare_model, resolve_attn_implementation
+from qwen_swe.train.config import PRESETS, ConfigError, RunConfig, load_config
+from qwen_swe.train.model_setup import prepare_model
+from qwen_swe.train.precision import resolve_attn_implementation
 from qwen_swe.train.optim import build_optimizer, build_scheduler, fill_deepspeed_config, param_groups
+from qwen_swe.train.provenance import fingerprint_changes, math_fingerprint
 
 from .helpers import random_samples
 

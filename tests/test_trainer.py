@@ -14,8 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from qwen_swe.data.synthetic import synthetic_shards
+
 from .launching import ROOT, environment, launch, losses
-from .shard_fixtures import synthetic_shards
 
 STEPS = 8
 

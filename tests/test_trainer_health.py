@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
+from qwen_swe.data.synthetic import synthetic_shards
+
 from .launching import launch, losses
-from .shard_fixtures import synthetic_shards
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from qwen_swe.data.stream import (ShardIndex, ShardInfo, ShardStream, StreamConfig, make_loader,  # noqa: E402
                                   plan_epoch)
 from qwen_swe.layout import SequenceLayout  # noqa: E402
+from qwen_swe.model_shapes import FRAME_RATE, SAMPLE_RATE  # noqa: E402
 from qwen_swe.demo_corpus import MANIFEST as DEMO_MANIFEST  # noqa: E402
 
 
@@ -90,9 +91,9 @@ def per_item_loader(jsonl: Path, processor, passes: int) -> tuple[float, float, 
             processor(text=f"<|im_start|>assistant\n{item['text']}<|im_end|>\n<|im_start|>assistant\n",
                       return_tensors="pt")
             wav, rate = librosa.load(item["ref_audio"], sr=None)
-            if rate != 24000:
-                wav = librosa.resample(wav, orig_sr=rate, target_sr=24000)
-            mel_spectrogram(torch.from_numpy(wav).unsqueeze(0), n_fft=1024, num_mels=128, sampling_rate=24000,
+            if rate != SAMPLE_RATE:
+                wav = librosa.resample(wav, orig_sr=rate, target_sr=SAMPLE_RATE)
+            mel_spectrogram(torch.from_numpy(wav).unsqueeze(0), n_fft=1024, num_mels=128, sampling_rate=SAMPLE_RATE,
                             hop_size=256, win_size=1024, fmin=0, fmax=12000)
             items += 1
             frames += codes.shape[0]
@@ -185,7 +186,7 @@ def bucketing_vs_random(frames_per_shard: list[list[int]], frame_budget: int, ep
 def rixvox_like(samples: int = 20000, per_shard: int = 1000, seed: int = 0) -> list[list[int]]:
     rng = np.random.default_rng(seed)
     seconds = np.clip(rng.lognormal(np.log(8.0), 0.6, samples), 1.0, 30.0)
-    frames = np.round(seconds * 12.5).astype(int).tolist()
+    frames = np.round(seconds * FRAME_RATE).astype(int).tolist()
     return [frames[i:i + per_shard] for i in range(0, samples, per_shard)]
 
 

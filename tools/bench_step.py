@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import hashlib
 import json
 import logging
 import os
@@ -43,9 +42,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from qwen_swe.model_shapes import FRAME_RATE  # noqa: E402 (after the path insert above)
+
 log = logging.getLogger("bench_step")
 
-FRAME_RATE = 12.5
 GOALS = {
     "trainer_vs_bare": ">= 0.95 (trainer within 5% of the bare loop)",
     "pipeline_vs_public_batching": ">= 1.4",
@@ -145,32 +145,23 @@ def rixvox_like_frames(count: int, scale: float, rng: np.random.Generator) -> li
 
 def write_shards(root: Path, shards: int, per_shard: int, scale: float, hidden: int) -> Path:
     """A train split of random codes with RixVox-like lengths, in the format `qwen-swe shards build` writes."""
-    from qwen_swe.data.shard_format import FORMAT, INDEX_NAME, encode_sample
-    from tests.shard_fixtures import TEXTS, write_tar
+    from qwen_swe.data.shard_format import encode_sample
+    from qwen_swe.data.synthetic import TEXTS, SyntheticSample, random_codes, write_index, write_split
 
     rng = np.random.default_rng(SEED)
-    (root / "train").mkdir(parents=True, exist_ok=True)
-    records = []
-    for shard_id in range(shards):
-        samples, lengths = [], {}
-        for i, frames in enumerate(rixvox_like_frames(per_shard, scale, rng)):
-            key = f"train{shard_id:03d}x{i:05d}"
-            meta = {"text": TEXTS[i % len(TEXTS)], "speaker": f"spk{i % 7}", "language": "swedish", "frames": frames}
-            samples.append((key, encode_sample(key, meta, rng.integers(0, 2048, (frames, 16)),
-                                               rng.standard_normal(hidden))))
-            lengths[key] = frames
-        tar_path = root / "train" / f"train-{shard_id:06d}.tar"
-        entries = write_tar(tar_path, samples)
-        for entry in entries:
-            entry["frames"], entry["ref_frames"] = lengths[entry["key"]], 0
-        entries_path = tar_path.with_suffix(".entries.json")
-        entries_path.write_text(json.dumps(entries))
-        records.append({"path": f"train/{tar_path.name}", "entries": f"train/{entries_path.name}",
-                        "samples": len(samples), "frames": sum(lengths.values()),
-                        "sha256": hashlib.sha256(tar_path.read_bytes()).hexdigest()})
-    index = {"format": FORMAT, "xvector_dim": hidden, "num_code_groups": 16, "splits": {"train": records}}
-    (root / INDEX_NAME).write_text(json.dumps(index))
-    return root
+
+    def train_shards() -> Iterator[list[SyntheticSample]]:
+        for shard_id in range(shards):
+            samples = []
+            for i, frames in enumerate(rixvox_like_frames(per_shard, scale, rng)):
+                key = f"train{shard_id:03d}x{i:05d}"
+                meta = {"text": TEXTS[i % len(TEXTS)], "speaker": f"spk{i % 7}", "language": "swedish",
+                        "frames": frames}
+                members = encode_sample(key, meta, random_codes(rng, frames), rng.standard_normal(hidden))
+                samples.append(SyntheticSample(key, members, frames))
+            yield samples
+
+    return write_index(root, hidden, {"train": write_split(root, "train", train_shards())})
 
 
 def run_config(args: argparse.Namespace, model: Path, shards: Path, run_dir: Path, max_steps: int) -> Any:

@@ -65,6 +65,7 @@ def measure(name: str) -> dict[str, Any]:
 
     torch.manual_seed(0)
     from qwen_swe.layout import IGNORE, Sample, SequenceLayout
+    from qwen_swe.model_shapes import CODEBOOK_SIZE, NUM_CODE_GROUPS
     from qwen_swe.modeling import import_qwen_tts
     from qwen_swe.objective import TalkerObjective
     from qwen_swe.text_tokenizer import load_qwen_text_tokenizer
@@ -78,7 +79,7 @@ def measure(name: str) -> dict[str, Any]:
     layout = SequenceLayout(config, tokenizer)
     generator = torch.Generator().manual_seed(1)
     samples = [Sample(key=f"s{i}", text=TEXT, language="german",
-                      codes=torch.randint(0, 2048, (case["frames"], 16), generator=generator),
+                      codes=torch.randint(0, CODEBOOK_SIZE, (case["frames"], NUM_CODE_GROUPS), generator=generator),
                       xvector=torch.randn(config.talker_config.hidden_size, generator=generator))
                for i in range(case["samples"])]
     batch = layout.collate([layout.build(s, "non_streaming") for s in samples])

@@ -7,23 +7,23 @@ from pathlib import Path
 
 import numpy as np
 
-TARGET_RATE = 24000
+from ..model_shapes import SAMPLE_RATE
 
 
 @dataclass
 class Audio:
-    samples: np.ndarray  # float32 mono at TARGET_RATE
+    samples: np.ndarray  # float32 mono at SAMPLE_RATE
     original_rate: int
     original_channels: int
 
     @property
     def seconds(self) -> float:
-        return len(self.samples) / TARGET_RATE
+        return len(self.samples) / SAMPLE_RATE
 
     @property
     def band_limited(self) -> bool:
         """True when the source could not carry the full 12 kHz band that 24 kHz audio has."""
-        return self.original_rate < TARGET_RATE
+        return self.original_rate < SAMPLE_RATE
 
 
 def load_audio(path: str | Path) -> Audio:
@@ -38,7 +38,7 @@ def load_audio(path: str | Path) -> Audio:
     if data.shape[0] == 0:
         raise ValueError(f"{path}: the file holds no audio samples")
     mono = data.mean(axis=1)
-    if rate != TARGET_RATE:
-        mono = soxr.resample(mono, rate, TARGET_RATE, quality="VHQ")
+    if rate != SAMPLE_RATE:
+        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="VHQ")
     return Audio(samples=np.ascontiguousarray(mono, dtype=np.float32), original_rate=int(rate),
                  original_channels=int(data.shape[1]))

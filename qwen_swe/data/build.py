@@ -37,9 +37,10 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
-from .audio import TARGET_RATE
-from .shard_format import (ENTRIES_SUFFIX, FORMAT, FRAME_RATE, INDEX_NAME, NUM_CODE_GROUPS, SPLITS, encode_sample,
-                           npy_bytes, scan_tar_entries, shard_stem)
+from ..files import write_json_atomic, write_text_atomic
+from ..model_shapes import FRAME_RATE, NUM_CODE_GROUPS, SAMPLE_RATE
+from .shard_format import (ENTRIES_SUFFIX, FORMAT, INDEX_NAME, SPLITS, encode_sample, npy_bytes, scan_tar_entries,
+                           shard_stem)
 from .sources import AudioProblem, AudioRef, SourceItem, SourceSpec, decode_audio, read_source
 from .text import normalize_text
 
@@ -254,7 +255,7 @@ def scan_one(job: tuple[str, AudioRef], settings: ScanSettings) -> dict[str, Any
     rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
     peak = float(np.max(np.abs(samples)))
     result: dict[str, Any] = {
-        "key": key, "reason": None, "detail": "", "samples": int(samples.size), "seconds": samples.size / TARGET_RATE,
+        "key": key, "reason": None, "detail": "", "samples": int(samples.size), "seconds": samples.size / SAMPLE_RATE,
         "frames": -(-samples.size // settings.frame_samples), "original_rate": audio.original_rate,
         "original_channels": audio.original_channels, "band_limited": audio.band_limited,
         "sha256": hashlib.sha256(pcm16(samples).tobytes()).hexdigest(),
@@ -296,7 +297,7 @@ def scan_candidates(candidates: list[Candidate], settings: ScanSettings, work: P
             cached = _read_scan_chunk(path, [c.key for c in chunk])
             if cached is None:
                 cached = list(pool.map(worker, [(c.key, c.audio) for c in chunk], bar))
-                _write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in cached).encode())
+                write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in cached))
             else:
                 bar.update(len(chunk))
             results.update((r["key"], r) for r in cached)
@@ -480,7 +481,7 @@ def encode_shard(shard: Shard, by_key: dict[str, Planned], encoder: Any, pool: "
     lengths = [-(-int(s.scan["samples"]) // frame) * frame for s in samples]  # padded to whole frames
     codes: dict[str, np.ndarray] = {}
     xvectors: dict[str, np.ndarray] = {}
-    batches = plan_batches(lengths, max(int(batch_seconds * TARGET_RATE), 1))
+    batches = plan_batches(lengths, max(int(batch_seconds * SAMPLE_RATE), 1))
     for window in _windows(batches, 4):  # bounded memory: only a few batches of audio are decoded at a time
         jobs = [(samples[i].key, samples[i].candidate.audio, samples[i].scan["gain_db"], samples[i].scan["sha256"])
                 for batch in window for i in batch]
@@ -526,7 +527,7 @@ class EncodedCache:
         table = {k: [int(starts[i]), len(codes[k]), i] for i, k in enumerate(keys)}
         np.save(folder / "codes.npy", np.concatenate([codes[k] for k in keys]), allow_pickle=False)
         np.save(folder / "xvectors.npy", np.stack([xvectors[k] for k in keys]), allow_pickle=False)
-        _write_atomic(folder / cls.KEYS, json.dumps(table).encode("utf-8"))
+        write_text_atomic(folder / cls.KEYS, json.dumps(table))
 
     def get(self, key: str, kind: str) -> np.ndarray:
         name = self.shard_of[key]
@@ -571,7 +572,7 @@ def write_shard(shard: Shard, by_key: dict[str, Planned], cache: EncodedCache, o
         raise BuildError(f"{temporary}: members are not in plan order; is the webdataset version supported?")
     os.replace(temporary, tar_path)
     entries_path = out / f"{shard.stem}{ENTRIES_SUFFIX}"
-    _write_atomic(entries_path, json.dumps(entries, sort_keys=True).encode("utf-8"))
+    write_text_atomic(entries_path, json.dumps(entries, sort_keys=True))
 
 
 def _members(sample: Planned, by_key: dict[str, Planned], cache: EncodedCache, xvector_dim: int) -> dict[str, bytes]:
@@ -613,7 +614,7 @@ def split_stats(samples: list[Planned], split: str) -> dict[str, Any]:
 
 
 def shard_record(out: Path, shard: Shard, by_key: dict[str, Planned]) -> dict[str, Any]:
-    from .encode import file_sha256
+    from ..fingerprints import file_sha256
 
     tar_path, entries_path = out / f"{shard.stem}.tar", out / f"{shard.stem}{ENTRIES_SUFFIX}"
     samples = [by_key[k] for k in shard.keys]
@@ -626,17 +627,15 @@ def shard_record(out: Path, shard: Shard, by_key: dict[str, Planned]) -> dict[st
     }
 
 
-def package_versions() -> dict[str, Optional[str]]:
-    from importlib import metadata
+BUILD_PACKAGES = ("qwen-swe", "qwen-tts", "torch", "transformers", "numpy", "soundfile", "soxr", "webdataset",
+                  "datasets", "num2words", "matplotlib")
 
-    versions: dict[str, Optional[str]] = {}
-    for name in ("qwen-swe", "qwen-tts", "torch", "transformers", "numpy", "soundfile", "soxr", "webdataset",
-                 "datasets", "num2words", "matplotlib"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+
+def package_versions() -> dict[str, Optional[str]]:
+    """index.json's `versions`: the packages whose versions decide what a build writes."""
+    from ..envinfo import package_versions as versions_of
+
+    return versions_of(BUILD_PACKAGES)
 
 
 # ------------------------------------------------------------------------------------------------ workers
@@ -696,7 +695,8 @@ def build_shards(config: BuildConfig, encoder: Any = None, restart: bool = False
     With workers > 1 the decode workers are spawned processes, which import the caller's main module: call this
     from under `if __name__ == "__main__":` in a script (the CLI and pytest already are).
     """
-    from .encode import codec_frame_samples, resolve_precision, text_tokenizer_fingerprints, weight_fingerprints
+    from ..fingerprints import text_tokenizer_fingerprints, weight_fingerprints
+    from .encode import codec_frame_samples, resolve_precision
 
     config.check()
     out = Path(config.out)
@@ -794,7 +794,7 @@ def _check_plan(work: Path, shards: list[Shard], by_key: dict[str, Planned]) -> 
     if path.exists() and path.read_text(encoding="utf-8").strip() != digest:
         raise BuildError(f"{work.parent}: the sources changed since the interrupted build was planned (other "
                          "utterances, texts or audio); rerun with --restart to build from scratch")
-    _write_atomic(path, digest.encode("utf-8"))
+    write_text_atomic(path, digest)
 
 
 def _encode_and_write(shards: list[Shard], by_key: dict[str, Planned], encoder: Any, pool: WorkerPool, work: Path,
@@ -830,12 +830,12 @@ def _finish(out: Path, samples: list[Planned], shards: list[Shard], by_key: dict
     from .report import write_report
 
     rejections = sorted(rejections, key=lambda r: (r["source"], r["reason"], r["detail"]))
-    _write_atomic(out / REJECTIONS_NAME,
-                  "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rejections).encode())
+    write_text_atomic(out / REJECTIONS_NAME,
+                      "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rejections))
     splits = [split for split in SPLITS if any(s.split == split for s in shards)]
     index = {
         "format": FORMAT, "num_code_groups": NUM_CODE_GROUPS, "xvector_dim": encoder.xvector_dim,
-        "frame_rate": FRAME_RATE, "sample_rate": TARGET_RATE,
+        "frame_rate": FRAME_RATE, "sample_rate": SAMPLE_RATE,
         "splits": {split: [shard_record(out, s, by_key) for s in shards if s.split == split] for split in splits},
         "stats": {split: split_stats(samples, split) for split in splits},
         "rejections": dict(sorted(Counter(r["reason"] for r in rejections).items())),
@@ -850,7 +850,7 @@ def _finish(out: Path, samples: list[Planned], shards: list[Shard], by_key: dict
                        "sha1(seed:utterance:key) also go to eval"),
     }
     write_report(out, index, samples, rejections)
-    _write_atomic(out / INDEX_NAME, (json.dumps(index, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode())
+    write_json_atomic(out / INDEX_NAME, index)  # two-space indents, sorted keys, UTF-8, final newline
 
 
 def _text_tokenizer_record(tokenizer: Any) -> dict[str, Any]:
@@ -887,8 +887,8 @@ def _prepare_output(out: Path, identity: dict[str, Any], fingerprint: str) -> Op
     if out.exists() and any(p.name != WORK_DIR for p in out.iterdir()):
         raise BuildError(f"{out}: not empty and not a shard build; choose a new output folder")
     work.mkdir(parents=True, exist_ok=True)
-    _write_atomic(config_path, json.dumps({"fingerprint": fingerprint, "identity": identity}, indent=2,
-                                          sort_keys=True).encode("utf-8"))
+    write_text_atomic(config_path, json.dumps({"fingerprint": fingerprint, "identity": identity}, indent=2,
+                                              sort_keys=True))
     return work
 
 
@@ -913,9 +913,3 @@ def _summary_from_index(out: Path, already_complete: bool) -> BuildSummary:
                         shards={k: len(v) for k, v in splits.items()}, rejected=index["rejections"],
                         already_complete=already_complete)
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)

@@ -17,20 +17,17 @@ computes them for a reference clip.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .shard_format import NUM_CODE_GROUPS
+from ..fingerprints import weight_fingerprints
+from ..model_shapes import NUM_CODE_GROUPS, SAMPLE_RATE
 
 DEVICES = ("cpu", "cuda", "rocm")
 PRECISIONS = ("auto", "float32", "float64")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
-TEXT_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "added_tokens.json",
-                        "special_tokens_map.json")
 
 
 def resolve_device(name: str) -> str:
@@ -68,27 +65,6 @@ def codec_frame_samples(model_dir: str | Path) -> int:
     if not isinstance(rate, int) or rate <= 0:
         raise ValueError(f"{config_path}: no encode_downsample_rate; expected the 12 Hz codec (1920)")
     return rate
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def weight_fingerprints(folder: str | Path) -> dict[str, str]:
-    """sha256 of every weight file directly in `folder` (by file name): what the codes and x-vectors depend on."""
-    folder = Path(folder)
-    return {p.name: file_sha256(p) for p in sorted(folder.iterdir())
-            if p.is_file() and p.suffix in WEIGHT_SUFFIXES}
-
-
-def text_tokenizer_fingerprints(folder: str | Path) -> dict[str, str]:
-    """sha256 of the text tokenizer's files in a model folder: what the shards' stored prompt ids depend on."""
-    folder = Path(folder)
-    return {name: file_sha256(folder / name) for name in TEXT_TOKENIZER_FILES if (folder / name).is_file()}
 
 
 def pad_to_frames(wav: np.ndarray, frame_samples: int) -> np.ndarray:
@@ -137,7 +113,7 @@ class Encoder:
     def encode_codes(self, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """int16 [frames, 16] codes per clip (24 kHz mono float32), from one batched codec call."""
         padded = [pad_to_frames(np.asarray(w, dtype=np.float32), self.frame_samples) for w in wavs]
-        output = self.tokenizer.encode(padded, sr=24000)
+        output = self.tokenizer.encode(padded, sr=SAMPLE_RATE)
         codes = []
         for wav, clip_codes in zip(padded, output.audio_codes):
             array = clip_codes.detach().cpu().numpy()
@@ -150,7 +126,7 @@ class Encoder:
 
     def encode_batches(self, wavs: Sequence[np.ndarray], max_batch_seconds: float) -> list[np.ndarray]:
         """Codes for many clips, in batches planned by `plan_batches`; returned in input order."""
-        budget = max(int(max_batch_seconds * 24000), 1)
+        budget = max(int(max_batch_seconds * SAMPLE_RATE), 1)
         lengths = [len(pad_to_frames(np.asarray(w), self.frame_samples)) for w in wavs]
         result: list[Optional[np.ndarray]] = [None] * len(wavs)
         for batch in plan_batches(lengths, budget):
@@ -163,7 +139,7 @@ class Encoder:
         import torch
 
         with torch.inference_mode():
-            embedding = self.model.extract_speaker_embedding(np.ascontiguousarray(wav, dtype=np.float32), 24000)
+            embedding = self.model.extract_speaker_embedding(np.ascontiguousarray(wav, dtype=np.float32), SAMPLE_RATE)
         return embedding.detach().float().cpu().numpy().astype(np.float32)
 
     def fingerprints(self) -> dict[str, Any]:

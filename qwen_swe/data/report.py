@@ -7,10 +7,12 @@ the calling process, and the PNG bytes depend only on the data.
 
 from __future__ import annotations
 
-import os
+import io
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
+
+from ..files import write_bytes_atomic, write_text_atomic
 
 REPORT_NAME = "report.md"
 HISTOGRAM_NAME = "durations.png"
@@ -21,10 +23,7 @@ def write_report(out: Path, index: dict[str, Any], samples: Sequence[Any],
     """Write report.md and durations.png into `out`. `samples` are the builder's planned samples."""
     durations = {split: sorted(s.scan["seconds"] for s in samples if s.split == split) for split in index["splits"]}
     write_histogram(out / HISTOGRAM_NAME, durations)
-    text = render_report(index, rejections)
-    temporary = out / (REPORT_NAME + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, out / REPORT_NAME)
+    write_text_atomic(out / REPORT_NAME, render_report(index, rejections))
 
 
 def render_report(index: dict[str, Any], rejections: Sequence[dict[str, Any]]) -> str:
@@ -74,7 +73,6 @@ def write_histogram(path: Path, durations: dict[str, list[float]]) -> None:
     if names:
         axes.legend()
     figure.tight_layout()
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
-        figure.savefig(handle, format="png", metadata={"Software": None})
-    os.replace(temporary, path)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", metadata={"Software": None})
+    write_bytes_atomic(path, png.getvalue())

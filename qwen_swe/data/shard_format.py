@@ -24,6 +24,9 @@ Shards built before prompt ids existed have neither the fields nor ``text_tokeni
 before, and readers that predate the fields ignore them, so the format version stays 1 in both directions.
 
 Keys contain no dots (WebDataset splits member names at the first dot).
+
+`ShardReader` is the one way the project reads samples back: by the offsets of the entry lists, never by scanning
+a tar (the training stream, batch replay, `shards verify`, export's speaker means and eval references use it).
 """
 
 from __future__ import annotations
@@ -32,17 +35,16 @@ import io
 import json
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Annotated, Any, Optional
+from pathlib import Path
+from typing import Annotated, Any, Mapping, Optional, Sequence
 
 import msgspec
 import numpy as np
 
-from ..layout import NUM_CODEBOOK_ENTRIES, codes_in_range
+from ..model_shapes import CODEBOOK_SIZE, NUM_CODE_GROUPS
 
 FORMAT = "qwen-swe-shards/1"
 INDEX_NAME = "index.json"
-NUM_CODE_GROUPS = 16
-FRAME_RATE = 12.5
 FIELDS = ("json", "codes.npy", "xvector.npy", "ref_codes.npy")
 REQUIRED_FIELDS = ("json", "codes.npy", "xvector.npy")
 
@@ -87,6 +89,19 @@ class _ReaderFields(msgspec.Struct):
 
 
 _READER_FIELDS = msgspec.json.Decoder(_ReaderFields)
+
+
+def codes_in_range(codes: np.ndarray) -> bool:
+    """All codes within 0..CODEBOOK_SIZE-1, in one pass: viewed as unsigned numbers of the same width, a negative
+    code is at least 2**15, so the unsigned maximum alone decides (every training sample is checked; two reductions
+    cost twice as much)."""
+    if codes.size == 0:
+        return True
+    if codes.dtype.kind == "i":
+        if not codes.dtype.isnative or codes.dtype.itemsize < 2:
+            return bool(codes.min() >= 0 and codes.max() < CODEBOOK_SIZE)
+        codes = codes.view(f"u{codes.dtype.itemsize}")
+    return int(codes.max()) < CODEBOOK_SIZE
 
 
 def check_key(key: str) -> str:
@@ -247,8 +262,105 @@ def _read_codes(key: str, data: bytes, field: str) -> np.ndarray:
     if codes.dtype.kind not in "iu":
         raise ValueError(f"sample {key!r}: field {field!r} has dtype {codes.dtype}, expected integers")
     if not codes_in_range(codes):
-        raise ValueError(f"sample {key!r}: field {field!r} has codes outside 0..{NUM_CODEBOOK_ENTRIES - 1}")
+        raise ValueError(f"sample {key!r}: field {field!r} has codes outside 0..{CODEBOOK_SIZE - 1}")
     return codes
+
+
+# --------------------------------------------------------------------------------------------- reading samples
+
+def _member_span(members: Mapping[str, Sequence[int]]) -> tuple[int, int, Optional[list[tuple[str, int, int]]]]:
+    """(first byte, length, [(name, start, end) within the span]) of a sample's members; parts None when the
+    members lie so far apart that reading them one by one is cheaper."""
+    spans = list(members.values())
+    first = min(offset for offset, _ in spans)
+    end = max(offset + size for offset, size in spans)
+    if end - first > 2 * sum(size for _, size in spans) + 4096 * len(spans):
+        return first, end - first, None
+    return first, end - first, [(name, offset - first, offset - first + size)
+                                for name, (offset, size) in members.items()]
+
+
+class TruncatedShard(ValueError):
+    """A shard file ended before the bytes an entry list promises (`got` of `size` bytes at `offset`)."""
+
+    def __init__(self, path: Path, offset: int, size: int, got: int):
+        super().__init__(f"{path}: truncated (wanted {size} bytes at offset {offset}, got {got})")
+        self.path, self.offset, self.size, self.got = path, offset, size, got
+
+
+class ShardReader:
+    """Reads samples out of shard tars by the byte offsets their `.entries.json` records, keeping a few shard files
+    open (a DataLoader worker, an export or an eval makes one and reads many samples through it).
+
+    `entry` arguments are items of an entry list: ``{"key": ..., "members": {field: [offset, size]}, ...}``; member
+    fields are the suffixes of FIELDS ("json", "codes.npy", ...). Nothing here scans a tar.
+
+    - `read_sample(path, entry, xvector_dim)`: the decoded, validated sample (`decode_sample`), what training reads;
+    - `read_meta(path, entry)`: every field of the sample's `<key>.json` as a dict (no arrays read);
+    - `read_array(path, entry, field)`: one .npy member as a read-only array (e.g. "xvector.npy"), not validated;
+    - `read_member` / `read_members` / `read`: raw bytes of one member, of several, of any byte range.
+
+    Use as a context manager, or call `close()`.
+    """
+
+    def __init__(self, keep_open: int = 4):
+        self.keep_open = keep_open
+        self.files: dict[Path, Any] = {}
+
+    def read(self, path: Path, offset: int, size: int) -> bytes:
+        """`size` bytes at `offset` of a shard file; TruncatedShard (a ValueError) when the file ends first."""
+        handle = self.files.get(path)
+        if handle is None:
+            if len(self.files) >= self.keep_open:
+                oldest = next(iter(self.files))
+                self.files.pop(oldest).close()
+            handle = self.files[path] = open(path, "rb")  # FileNotFoundError names the missing shard
+        handle.seek(offset)
+        data = handle.read(size)
+        if len(data) != size:
+            raise TruncatedShard(path, offset, size, len(data))
+        return data
+
+    def read_members(self, path: Path, members: Mapping[str, Sequence[int]]) -> dict[str, bytes]:
+        """Member field -> bytes, for an entry's `members`. A sample's members sit next to each other in the tar
+        (with 512-byte headers in between), so they are read with one seek and one read when that span is not much
+        larger than the members."""
+        first, length, parts = _member_span(members)
+        if parts is None:
+            return {name: self.read(path, int(offset), int(size)) for name, (offset, size) in members.items()}
+        block = self.read(path, first, length)
+        return {name: block[start:end] for name, start, end in parts}
+
+    def read_member(self, path: Path, entry: Mapping[str, Any], field: str) -> bytes:
+        """The bytes of one member (`field` as in FIELDS) of the entry's sample."""
+        members = entry["members"]
+        if field not in members:
+            raise ValueError(f"sample {entry['key']!r}: field {field!r} is missing")
+        offset, size = members[field]
+        return self.read(path, int(offset), int(size))
+
+    def read_meta(self, path: Path, entry: Mapping[str, Any]) -> dict[str, Any]:
+        """Every field of the sample's `<key>.json` member (speaker, seconds, source, ...)."""
+        return json.loads(self.read_member(path, entry, "json").decode("utf-8"))
+
+    def read_array(self, path: Path, entry: Mapping[str, Any], field: str) -> np.ndarray:
+        """One .npy member as a read-only array (`read_npy`); use `read_sample` for the checked sample."""
+        return read_npy(self.read_member(path, entry, field))
+
+    def read_sample(self, path: Path, entry: Mapping[str, Any], xvector_dim: Optional[int] = None) -> ShardSample:
+        """The entry's sample, decoded and validated (`decode_sample`: ValueError names the key and the field)."""
+        return decode_sample(entry["key"], self.read_members(path, entry["members"]), xvector_dim)
+
+    def close(self) -> None:
+        for handle in self.files.values():
+            handle.close()
+        self.files.clear()
+
+    def __enter__(self) -> "ShardReader":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
 
 
 # ------------------------------------------------------------------ helpers shared by the builder and verify

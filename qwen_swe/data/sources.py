@@ -22,7 +22,8 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from .audio import TARGET_RATE, Audio
+from ..model_shapes import SAMPLE_RATE
+from .audio import Audio
 
 SOURCE_KINDS = ("manifest", "hf_disk", "parquet", "arrow", "folder", "tsv")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
@@ -418,8 +419,8 @@ def audio_from_array(data: np.ndarray, rate: int, where: str, channels_first: bo
         raise AudioProblem("unreadable_audio", f"{where}: the audio contains NaN or inf")
     clipped = float(np.mean(np.abs(data) >= FULL_SCALE))
     mono = data.mean(axis=1)
-    if rate != TARGET_RATE:
-        mono = soxr.resample(mono, rate, TARGET_RATE, quality="VHQ")
+    if rate != SAMPLE_RATE:
+        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="VHQ")
     audio = Audio(samples=np.ascontiguousarray(mono, dtype=np.float32), original_rate=rate,
                   original_channels=int(data.shape[1]))
     return Decoded(audio=audio, clipped_fraction=clipped)

@@ -33,10 +33,12 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from ..layout import Batch, Sample, SequenceLayout
-from .shard_format import FORMAT, INDEX_NAME, decode_sample
+from .shard_format import FORMAT, INDEX_NAME, ShardReader
 
 log = logging.getLogger(__name__)
 
+# What the reader does with a sample that fails to read or lay out: log it and leave it out of its batch, or stop.
+# The one list of policies: the run config (data.on_bad_sample) imports it from here.
 BAD_SAMPLE_POLICIES = ("skip", "fail")
 
 
@@ -234,7 +236,7 @@ class StreamConfig:
     language: str = "swedish"  # used when a sample names none
     on_bad_sample: str = "skip"
     # Shards whose prompt ids come from another tokenizer than the model's are refused; True tokenizes their text
-    # instead (slower, same result as shards without stored ids).
+    # instead (slower, same result as shards without stored ids). Runs set it with `data.retokenize=true`.
     retokenize: bool = False
 
     @property
@@ -271,14 +273,14 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[Batch]:
         worker = torch.utils.data.get_worker_info()
         worker_id, workers = (worker.id, worker.num_workers) if worker else (0, 1)
-        reader = _MemberReader()
+        reader = ShardReader()
         try:
             for number in range(self.start + worker_id, len(self.plan), workers):
                 yield self._batch(number, reader)
         finally:
             reader.close()
 
-    def _batch(self, number: int, reader: "_MemberReader") -> Batch:
+    def _batch(self, number: int, reader: "ShardReader") -> Batch:
         name = self.layout_names[number]
         laid, bad = [], []
         for ref in self.plan[number]:
@@ -300,7 +302,7 @@ class ShardStream(IterableDataset):
         batch.extra.update(info)
         return batch
 
-    def _sample(self, shard: ShardInfo, entry: dict[str, Any], reader: "_MemberReader") -> Sample:
+    def _sample(self, shard: ShardInfo, entry: dict[str, Any], reader: "ShardReader") -> Sample:
         return load_sample(shard, entry, reader, self.index.xvector_dim, self.config.language,
                            self.index.tokenizer_fingerprint)
 
@@ -320,21 +322,21 @@ def check_tokenizer(index: ShardIndex, layout: SequenceLayout, retokenize: bool 
         raise ValueError(
             f"{index.index_path}: the shards' prompt ids were made by a text tokenizer with fingerprint "
             f"{index.tokenizer_fingerprint}, but this model's tokenizer has fingerprint {layout.tokenizer_fingerprint}; "
-            "rebuild the shards with this model (`qwen-swe shards build OUT --model MODEL_DIR ...`), or read them "
-            "with StreamConfig(retokenize=True) to tokenize every text again (slower)"
+            "rebuild the shards with this model (`qwen-swe shards build OUT --model MODEL_DIR ...`), or set "
+            "`data.retokenize=true` in the run config to tokenize every text again instead of using the stored ids "
+            "(slower: the loader then tokenizes every sample)"
         )
 
 
-def load_sample(shard: ShardInfo, entry: dict[str, Any], reader: "_MemberReader", xvector_dim: Optional[int],
+def load_sample(shard: ShardInfo, entry: dict[str, Any], reader: "ShardReader", xvector_dim: Optional[int],
                 language: str, tokenizer_fingerprint: Optional[str] = None) -> Sample:
     """Read one sample's members by offset, decode and validate them, and make a layout Sample.
 
     `tokenizer_fingerprint` is the index's: it vouches for the stored prompt ids (the layout checks it is its own).
     """
-    key = entry["key"]
-    decoded = decode_sample(key, reader.read_members(shard.path, entry["members"]), xvector_dim)
+    decoded = reader.read_sample(shard.path, entry, xvector_dim)
     return Sample(
-        key=key,
+        key=entry["key"],
         text=decoded.text,
         codes=decoded.codes,  # int16, read-only views of the bytes read (collate copies them into the batch)
         language=decoded.language or language,
@@ -354,59 +356,9 @@ def load_samples_by_key(index: ShardIndex, keys: Sequence[str], language: str = 
     missing = [k for k in keys if k not in where]
     if missing:
         raise ValueError(f"keys not found in split {index.split!r}: {missing[:5]}")
-    reader = _MemberReader()
-    try:
+    with ShardReader() as reader:
         return [load_sample(*where[k], reader, index.xvector_dim, language, index.tokenizer_fingerprint)
                 for k in keys]
-    finally:
-        reader.close()
-
-
-def _member_span(members: dict[str, Sequence[int]]) -> tuple[int, int, Optional[list[tuple[str, int, int]]]]:
-    """(first byte, length, [(name, start, end) within the span]) of a sample's members; parts None when the
-    members lie so far apart that reading them one by one is cheaper."""
-    spans = list(members.values())
-    first = min(offset for offset, _ in spans)
-    end = max(offset + size for offset, size in spans)
-    if end - first > 2 * sum(size for _, size in spans) + 4096 * len(spans):
-        return first, end - first, None
-    return first, end - first, [(name, offset - first, offset - first + size)
-                                for name, (offset, size) in members.items()]
-
-
-class _MemberReader:
-    """Reads tar members by offset, keeping a few shard files open."""
-
-    def __init__(self, keep_open: int = 4):
-        self.keep_open = keep_open
-        self.files: dict[Path, Any] = {}
-
-    def read(self, path: Path, offset: int, size: int) -> bytes:
-        handle = self.files.get(path)
-        if handle is None:
-            if len(self.files) >= self.keep_open:
-                oldest = next(iter(self.files))
-                self.files.pop(oldest).close()
-            handle = self.files[path] = open(path, "rb")  # FileNotFoundError names the missing shard
-        handle.seek(offset)
-        data = handle.read(size)
-        if len(data) != size:
-            raise ValueError(f"{path}: truncated (wanted {size} bytes at offset {offset}, got {len(data)})")
-        return data
-
-    def read_members(self, path: Path, members: dict[str, Sequence[int]]) -> dict[str, bytes]:
-        """Member name -> bytes. A sample's members sit next to each other in the tar (with 512-byte headers in
-        between), so they are read with one seek and one read when that span is not much larger than the members."""
-        first, length, parts = _member_span(members)
-        if parts is None:
-            return {name: self.read(path, int(offset), int(size)) for name, (offset, size) in members.items()}
-        block = self.read(path, first, length)
-        return {name: block[start:end] for name, start, end in parts}
-
-    def close(self) -> None:
-        for handle in self.files.values():
-            handle.close()
-        self.files.clear()
 
 
 def _ignore_stop_signals(_worker_id: int) -> None:

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .shard_format import FORMAT, INDEX_NAME, SPLITS, decode_sample, scan_tar_entries
+from ..fingerprints import file_sha256
+from .shard_format import (FORMAT, INDEX_NAME, SPLITS, ShardReader, TruncatedShard, decode_sample,
+                           scan_tar_entries)
 
 
 @dataclass
@@ -129,9 +131,9 @@ def verify_shard(folder: Path, record: dict[str, Any], xvector_dim: Optional[int
         problems.append(Problem(name, None, f"entry list has {len(entries)} samples, index says {record['samples']}"))
     _check_against_tar(tar_path, name, entries, problems)
     good = 0
-    with open(tar_path, "rb") as handle:
+    with ShardReader(keep_open=1) as reader:
         for entry in entries:
-            error = _check_sample(handle, entry, xvector_dim)
+            error = _check_sample(reader, tar_path, entry, xvector_dim)
             if error:
                 problems.append(Problem(name, entry.get("key"), error))
             else:
@@ -140,8 +142,6 @@ def verify_shard(folder: Path, record: dict[str, Any], xvector_dim: Optional[int
 
 
 def _read_entries(path: Path, record: dict[str, Any], problems: list[Problem]) -> Optional[list[dict[str, Any]]]:
-    from .encode import file_sha256
-
     if not path.exists():
         problems.append(Problem(record["path"], None, f"entry list {record['entries']} is missing"))
         return None
@@ -160,8 +160,6 @@ def _read_entries(path: Path, record: dict[str, Any], problems: list[Problem]) -
 
 
 def _check_file(path: Path, record: dict[str, Any], problems: list[Problem]) -> None:
-    from .encode import file_sha256
-
     size = path.stat().st_size
     if "bytes" in record and size != int(record["bytes"]):
         problems.append(Problem(record["path"], None, f"size {size} bytes, index says {record['bytes']} "
@@ -192,18 +190,18 @@ def _check_against_tar(path: Path, name: str, entries: list[dict[str, Any]], pro
         problems.append(Problem(name, None, "samples are in a different order in the tar and the entry list"))
 
 
-def _check_sample(handle: Any, entry: dict[str, Any], xvector_dim: Optional[int]) -> Optional[str]:
+def _check_sample(reader: ShardReader, path: Path, entry: dict[str, Any],
+                  xvector_dim: Optional[int]) -> Optional[str]:
     key = entry.get("key")
     if not isinstance(key, str) or not isinstance(entry.get("members"), dict):
         return "entry without a key or members"
     members = {}
-    for field_name, span in entry["members"].items():
+    for field_name, span in entry["members"].items():  # one by one: a bad offset must not hide the others
         offset, size = int(span[0]), int(span[1])
-        handle.seek(offset)
-        data = handle.read(size)
-        if len(data) != size:
-            return f"member {field_name!r} truncated ({len(data)} of {size} bytes at offset {offset})"
-        members[field_name] = data
+        try:
+            members[field_name] = reader.read(path, offset, size)
+        except TruncatedShard as error:
+            return f"member {field_name!r} truncated ({error.got} of {size} bytes at offset {offset})"
     try:
         sample = decode_sample(key, members, xvector_dim)
     except ValueError as error:

@@ -1,5 +1,8 @@
 """`qwen-swe compare A B`: gate a candidate model (B) against the current one (A) on the same metrics.
 
+`compare_models` is the whole command: evaluate model folders, compare, record in the registry, write
+comparison.json and comparison.md. `compare_reports` is the verdict on two eval reports alone.
+
 B is promoted only if, on every gate, it is no worse than A beyond the gate's tolerance (lower-is-better metrics:
 B <= A + tolerance; higher-is-better: B >= A - tolerance). Anything that makes the comparison unfair keeps A: a gate
 measured on one side only, a gate named explicitly but measured on neither, or evaluations run on different
@@ -10,9 +13,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-from .evaluation import EVAL_JSON, HIGHER_IS_BETTER, LOWER_IS_BETTER
+from .evaluation import EVAL_JSON, HIGHER_IS_BETTER, LOWER_IS_BETTER, EvalConfig
 
 DEFAULT_GATES = ("heldout_loss", "cer", "speaker_similarity", "eos_runaway_rate")
 # Absolute tolerances: about the run-to-run noise of each metric on the built-in sentence set.
@@ -120,3 +123,59 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any], gates: Optional[Sequen
               for k in sorted(set(a["metrics"]) | set(b["metrics"])) if k not in gates}
     return {"verdict": verdict, "gates": rows, "reasons": reasons, "other_metrics": others,
             "a": {"model": a["model"], "eval": a_path}, "b": {"model": b["model"], "eval": b_path}}
+
+
+def is_model_folder(path: str | Path) -> bool:
+    """A model folder to evaluate (config.json, no eval.json), as opposed to an eval.json or an eval output folder."""
+    folder = Path(path)
+    return folder.is_dir() and not (folder / EVAL_JSON).exists() and (folder / "config.json").exists()
+
+
+def default_eval_config(model_dir: str, out: str) -> EvalConfig:
+    """`qwen-swe eval`'s defaults: named speakers for a custom_voice model, x-vector cloning otherwise."""
+    from ..modeling import model_kind
+
+    return EvalConfig(model=model_dir, out=out, mode="custom" if model_kind(model_dir) == "custom_voice" else "xvector")
+
+
+def compare_models(a: str | Path, b: str | Path, *, out: Optional[str | Path] = None,
+                   gates: Optional[Sequence[str]] = None, tolerances: Optional[dict[str, float]] = None,
+                   allow_mismatch: bool = False, registry: Optional[str | Path] = None,
+                   eval_config: Callable[[str, str], EvalConfig] = default_eval_config,
+                   say: Callable[[str], None] = print) -> tuple[dict[str, Any], Path]:
+    """Compare B (candidate) with A (current) and write comparison.json and comparison.md.
+
+    A and B are eval.json files, eval output folders, or model folders; a model folder is evaluated into OUT/a or
+    OUT/b with `eval_config(model_dir, out_dir)` (the same settings for both), so it needs `out`. With `registry`,
+    the verdict is recorded there (A becomes current on first use; on promote B becomes current, A previous).
+    The comparison goes to `out`, default: next to B's eval.json. Returns the comparison and that folder.
+    Raises ValueError on anything the caller can fix (missing eval, model folder without `out`, bad report).
+    """
+    from .evaluation import run_evaluation
+    from .report import render_comparison_markdown
+
+    def report_for(path: str | Path, name: str) -> tuple[dict[str, Any], Path]:
+        folder = Path(path)
+        if is_model_folder(folder):
+            if not out:
+                raise ValueError(f"{path} is a model folder: give --out so compare can evaluate it into {{out}}/{name}")
+            folder = Path(out) / name
+            run_evaluation(eval_config(str(path), str(folder)), say=say)
+        return load_eval(folder)
+
+    report_a, file_a = report_for(a, "a")
+    report_b, file_b = report_for(b, "b")
+    comparison = compare_reports(report_a, report_b, gates=gates, tolerances=tolerances,
+                                 allow_mismatch=allow_mismatch, a_path=str(file_a), b_path=str(file_b))
+    if registry:
+        from .registry import entry, record_comparison
+
+        record_comparison(registry, entry(report_a["model"], str(file_a), report_a["metrics"]),
+                          entry(report_b["model"], str(file_b), report_b["metrics"]), comparison["verdict"])
+        comparison["registry"] = str(Path(registry).resolve())
+    target = Path(out) if out else file_b.parent
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "comparison.json").write_text(json.dumps(comparison, indent=2, ensure_ascii=False) + "\n",
+                                            encoding="utf-8")
+    (target / "comparison.md").write_text(render_comparison_markdown(comparison), encoding="utf-8")
+    return comparison, target

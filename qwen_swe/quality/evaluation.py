@@ -225,7 +225,7 @@ def run_evaluation(config: EvalConfig, say: Callable[[str], None] = print, wrapp
         raise ValueError("the held-out loss needs --shards (a shard folder with an eval split); or pass --no-heldout")
     source = config.model
     if wrapper is None:
-        from .synth import export_if_checkpoint
+        from ..export import export_if_checkpoint
 
         config.model = str(export_if_checkpoint(source, out / "model", custom_voice=config.mode == "custom", say=say))
         wrapper = open_model(config.model, languages=(config.language,))

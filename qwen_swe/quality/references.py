@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..data.shard_format import FRAME_RATE
+from ..model_shapes import FRAME_RATE
 from .synth import Voice
 
 
@@ -91,16 +91,15 @@ class _SplitClips:
     """
 
     def __init__(self, shards: str | Path, split: str):
-        from ..data.stream import ShardIndex, _MemberReader
+        from ..data.shard_format import ShardReader
+        from ..data.stream import ShardIndex
 
         self.index = ShardIndex(shards, split)
-        self.reader = _MemberReader()
+        self.reader = ShardReader()
         self.longest: dict[str, tuple[int, Any, dict]] = {}  # speaker -> (frames, shard, entry)
         for shard in self.index.shards:
             for entry in sorted(shard.entries, key=lambda e: e["key"]):
-                offset, size = entry["members"]["json"]
-                meta = json.loads(self.reader.read(shard.path, offset, size).decode("utf-8"))
-                speaker = str(meta.get("speaker") or entry["key"])
+                speaker = str(self.reader.read_meta(shard.path, entry).get("speaker") or entry["key"])
                 frames = int(entry.get("frames") or 0)
                 if speaker not in self.longest or frames > self.longest[speaker][0]:
                     self.longest[speaker] = (frames, shard, entry)
@@ -108,11 +107,8 @@ class _SplitClips:
     def reference(self, wrapper: Any, speaker: str) -> Reference:
         import torch
 
-        from ..data.shard_format import decode_sample
-
         _, shard, entry = self.longest[speaker]
-        sample = decode_sample(entry["key"], self.reader.read_members(shard.path, entry["members"]),
-                               self.index.xvector_dim)
+        sample = self.reader.read_sample(shard.path, entry, self.index.xvector_dim)
         return Reference(speaker=speaker, key=entry["key"], text=sample.text,
                          codes=torch.from_numpy(sample.codes.astype(np.int64)),
                          xvector=torch.tensor(sample.xvector),  # a copy (decoded arrays view the bytes)

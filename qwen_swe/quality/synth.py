@@ -104,42 +104,11 @@ class Synthesis:
 # ---------------------------------------------------------------------------------------------- model folders
 
 
-def is_training_checkpoint(folder: str | Path) -> bool:
-    """A run directory (has checkpoints/) or one of its checkpoints (has the COMPLETE marker)."""
-    from ..train import checkpoint as ckpt
-
-    folder = Path(folder)
-    return (folder / ckpt.COMPLETE).is_file() or ckpt.checkpoints_dir(folder).is_dir()
-
-
-def check_exported_folder(folder: str | Path) -> Path:
-    """A model folder `from_pretrained` loads; a training checkpoint or run directory is refused with the fix."""
-    from ..modeling import check_model_folder
-
-    folder = Path(folder)
-    if is_training_checkpoint(folder):
-        raise ValueError(f"{folder}: this is a training checkpoint or run directory, not a model folder; run "
-                         f"`qwen-swe export {folder} --out EXPORT_DIR` on it first and give EXPORT_DIR")
-    return check_model_folder(folder)
-
-
-def export_if_checkpoint(folder: str | Path, export_dir: str | Path, custom_voice: bool = False,
-                         say: Any = print) -> Path:
-    """`folder` itself when it is a model folder; a checkpoint or run directory is exported to `export_dir` first
-    (fp32, base or custom-voice) with `qwen_swe.export`, and the exported folder is returned."""
-    from ..export import export
-
-    if not is_training_checkpoint(folder):
-        return check_exported_folder(folder)
-    say(f"{folder} is a training checkpoint: exporting it to {export_dir} first (as `qwen-swe export` does)")
-    result = export(folder, export_dir, mode="custom-voice" if custom_voice else "base", dtype="float32",
-                    overwrite=True, progress=False)
-    return Path(result.out)
-
-
 def open_model(folder: str | Path, languages: Sequence[str] = ("swedish",), dtype: Any = None) -> Any:
     """Load a model folder with `Qwen3TTSModel.from_pretrained`, after checks whose errors say what to do."""
     from ..modeling import load_model
+
+    from ..export import check_exported_folder
 
     folder = check_exported_folder(folder)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))

@@ -1,15 +1,18 @@
 """Audio in TensorBoard during training: synthesise a few fixed sentences and log them at the current step.
 
-The trainer can call `synthesize_for_tensorboard` every K evaluations with its SummaryWriter. It synthesises through
-the official `Qwen3TTSModel` API, so what is heard is what inference produces from the current weights.
+`TensorBoardSynthesis` is the trainer hook `qwen-swe train` adds when `run.synth_every_evals` is set: every K
+held-out evals it calls `synthesize_for_tensorboard` with the run's SummaryWriter. It synthesises through the
+official `Qwen3TTSModel` API, so what is heard is what inference produces from the current weights.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .audio_stats import DEFAULT_SILENCE_DBFS
+from ..train.hooks import TrainerHook
 from .synth import SamplingSettings, Synthesis, Voice, open_model, synthesize
 
 
@@ -59,3 +62,56 @@ def synthesize_for_tensorboard(model: Any, writer: Any, step: int, sentences: Op
     writer.add_scalar(f"{tag}/eos_runaway_rate", float(np.mean([not r.eos_reached for r in results])), step)
     writer.add_scalar(f"{tag}/silence_rate", float(np.mean([r.stats["silence_rate"] for r in results])), step)
     return results
+
+
+class TensorBoardSynthesis(TrainerHook):
+    """Every `every_evals` held-out evals, the main process synthesises `sentences` built-in Swedish sentences in a
+    held-out speaker's voice with the current weights and logs the audio. Never fails the run."""
+
+    name = "synthesis"
+
+    def __init__(self, every_evals: int, sentences: int):
+        self.every_evals, self.sentences = every_evals, sentences
+        self.warned = False  # the reason synthesis is skipped is said once
+        self.voice: Optional[Voice] = None  # found on first use: scanning the eval split reads every sample's json
+
+    def on_eval(self, trainer: Any, results: dict[str, Any]) -> None:
+        config = trainer.config
+        if (trainer.step // config.run.eval_every) % self.every_evals:
+            return
+        if trainer.zero_stage == 3 or not config.run.tensorboard:
+            if not self.warned:
+                trainer.say("warning: run.synth_every_evals needs TensorBoard and whole weights on one process "
+                            "(not ZeRO-3); skipping in-training synthesis")
+                self.warned = True
+            return
+        if trainer.main:
+            self._synthesize(trainer)
+        trainer.accelerator.wait_for_everyone()
+
+    def _synthesize(self, trainer: Any) -> None:
+        import torch
+
+        writer = trainer.accelerator.get_tracker("tensorboard", unwrap=True)
+        started = time.time()
+        # Sampling draws from the global RNGs: fork them so a run with synthesis trains exactly like one without.
+        devices = [trainer.accelerator.device] if trainer.device_type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            try:
+                if self.voice is None:
+                    self.voice = default_voice(trainer.wrapper, trainer.config.data.shards,
+                                               trainer.config.data.eval_split)
+                results = synthesize_for_tensorboard(trainer.wrapper, writer, trainer.step, voice=self.voice,
+                                                     max_sentences=self.sentences)
+                trainer.say(f"step {trainer.step}: synthesised {len(results)} sentence(s) for TensorBoard in "
+                            f"{time.time() - started:.1f} s")
+            except Exception as error:  # a synthesis problem must not cost the training run
+                trainer.say(f"warning: in-training synthesis failed at step {trainer.step}: {error}")
+
+
+def training_hooks(config: Any) -> list[TrainerHook]:
+    """The hooks a run config asks for (`qwen-swe train` passes them to the Trainer)."""
+    hooks: list[TrainerHook] = []
+    if config.run.synth_every_evals:
+        hooks.append(TensorBoardSynthesis(config.run.synth_every_evals, config.run.synth_sentences))
+    return hooks

@@ -21,6 +21,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ..files import write_json_atomic, write_text_atomic
+
 COMPLETE = "COMPLETE"
 STATE_FILE = "trainer_state.json"
 
@@ -31,12 +33,6 @@ def checkpoints_dir(run_dir: str | Path) -> Path:
 
 def step_name(step: int) -> str:
     return f"step-{step:08d}"
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def is_complete(path: Path) -> bool:
@@ -104,9 +100,7 @@ def save_checkpoint(accelerator: Any, run_dir: str | Path, step: int, trainer_st
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        pointer_tmp = root / ".latest.tmp"
-        pointer_tmp.write_text(final.name + "\n", encoding="utf-8")
-        os.replace(pointer_tmp, root / "latest")
+        write_text_atomic(root / "latest", final.name + "\n")
         apply_retention(run_dir, keep_last)
     accelerator.wait_for_everyone()
     return final

@@ -8,7 +8,6 @@ and backward hooks on every module (numerics.first_non_finite).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -38,25 +37,24 @@ def diagnose(run_dir: str | Path, bundle: Optional[str | Path] = None) -> dict[s
     from ..objective import TalkerObjective
     from .config import load_config
     from .model_setup import prepare_model
-    from .trainer import FAULT_ENV, install_fault_injection
+    from .numerics import fault_injection_from_env, first_non_finite
+    from .precision import FP32
 
     run_dir = Path(run_dir)
     bundle = Path(bundle) if bundle else latest_bundle(run_dir)
     config = load_config(bundle / "config.yaml", None, [])
     ranks = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(bundle.glob("rank*.json"))]
     wrapper = load_model(config.model.path, attn_implementation="eager")
-    config.train.precision = "fp32"  # replay in full precision: the question is where the numbers break
     config.train.gradient_checkpointing = False
-    model, _ = prepare_model(wrapper.model, config, "cpu")
+    # replay in full precision: the question is where the numbers break
+    model, _ = prepare_model(wrapper.model, config, "cpu", precision=FP32)
     objective = TalkerObjective(model, sub_talker_weight=config.objective.sub_talker_weight,
                                 mask_suppressed_logits=config.objective.mask_suppressed_logits)
     checkpoint = ranks[0].get("checkpoint") if ranks else None
     weights = load_checkpoint_weights(objective, Path(checkpoint)) if checkpoint else "base model (no checkpoint yet)"
-    fault = install_fault_injection(objective, os.environ[FAULT_ENV]) if os.environ.get(FAULT_ENV) else None
+    fault = fault_injection_from_env(objective)
     layout = SequenceLayout(wrapper.model.config, wrapper.processor.tokenizer)
     index = ShardIndex(config.data.shards, config.data.train_split)
-    from .numerics import first_non_finite
-
     reports = []
     for rank in ranks:
         for micro in rank.get("batches", []):

@@ -3,9 +3,7 @@
 `prepare_model` does, in this order:
 
 1. registers the run's language (Swedish) at a free codec row if the model lacks it;
-2. sets the weight dtypes: fp32 weights for `fp32` and `bf16-mixed` (the trainer's autocast does the bf16 part),
-   bf16 weights for `bf16-pure` except the modules named in `train.keep_fp32_modules`, which stay fp32 and are
-   bridged with hooks (inputs up to fp32, outputs back to the caller's dtype; output heads keep fp32 logits);
+2. sets the weight dtypes as the run's precision says (`precision.apply_precision`);
 3. LoRA through peft (mode `lora`): adapters on the talker's decoder layers only (a regex: bare names such as
    "q_proj" would also hit the code predictor), `train.lora.trainable_extra` and the talker's codec embedding
    (codes, specials, language rows) trained fully as peft `modules_to_save`. peft wraps the WHOLE model: wrapping
@@ -21,7 +19,6 @@ It returns the module to wrap (a `peft.PeftModel` in LoRA mode: `save_pretrained
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 from contextlib import contextmanager
@@ -32,64 +29,27 @@ from torch import nn
 
 from ..language import add_language
 from .config import ConfigError, LoraSection, RunConfig
+from .precision import Precision, apply_precision, resolve_precision
 
 log = logging.getLogger(__name__)
 
 CODEC_ROWS_MODULE = "talker.model.codec_embedding"
 SPEAKER_ENCODER = re.compile(r"(^|\.)speaker_encoder\.")
-# Modules whose output is only ever scored (loss, sampling): under bf16-pure their fp32 logits are kept as fp32.
-OUTPUT_HEADS = re.compile(r"(^|\.)(codec_head|lm_head)(\.\d+)?$")
-
-
-# ------------------------------------------------------------------------------------------ attention
-def resolve_attn_implementation(requested: str, device_type: str,
-                                precision: Optional[str] = None) -> tuple[str, Optional[str]]:
-    """(implementation to load the model with, warning or None).
-
-    auto: flash_attention_2 on NVIDIA CUDA when flash-attn imports (and the run is not fp32: the kernels take
-    bf16/fp16 only), otherwise sdpa. ROCm reports device type "cuda" too; flash-attn does not build for the
-    R9700 (gfx1201), so auto never picks it there.
-    """
-    rocm = bool(getattr(torch.version, "hip", None))
-    if requested == "auto":
-        if device_type != "cuda" or rocm or precision == "fp32":
-            return "sdpa", None
-        error = _flash_attn_import_error()
-        if error:
-            return "sdpa", f"flash-attn is not importable ({error}); using sdpa"
-        return "flash_attention_2", None
-    if requested == "flash_attention_2":
-        if device_type != "cuda":
-            return "sdpa", (f"model.attn_implementation=flash_attention_2 needs a GPU, device is {device_type}; "
-                            "using sdpa")
-        error = _flash_attn_import_error()
-        if error:
-            return "sdpa", (f"model.attn_implementation=flash_attention_2 but flash-attn is not importable "
-                            f"({error}); using sdpa")
-        if rocm:
-            return "flash_attention_2", ("flash-attn on ROCm fails on RDNA4 (gfx1201) and is hard-coded upstream; "
-                                         "set model.attn_implementation=sdpa if attention errors")
-        return "flash_attention_2", None
-    return requested, None
-
-
-def _flash_attn_import_error() -> Optional[str]:
-    try:
-        importlib.import_module("flash_attn")
-    except Exception as error:  # ImportError, or an ABI mismatch surfacing as OSError/RuntimeError
-        return f"{type(error).__name__}: {error}"
-    return None
 
 
 # ------------------------------------------------------------------------------------------ prepare
-def prepare_model(model: nn.Module, config: RunConfig, device_type: str) -> tuple[nn.Module, dict[str, Any]]:
-    """Language row, dtypes, LoRA, freezing and gradient checkpointing, as the config says (see module doc)."""
+def prepare_model(model: nn.Module, config: RunConfig, device_type: str,
+                  precision: Optional[Precision] = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Language row, dtypes, LoRA, freezing and gradient checkpointing, as the config says (see module doc).
+
+    `precision`: what the trainer resolved (DeepSpeed's config included); by default `train.precision` alone."""
     train = config.train
+    precision = precision or resolve_precision(train.precision)
     summary: dict[str, Any] = {"device_type": device_type, "mode": train.mode}
     summary["language"] = ensure_language(model, config.model.language, config.model.language_init)
     check_data_language(model, config.data.language)
     model.requires_grad_(True)  # trainability is decided here, not by whatever loaded the model
-    summary["precision"] = apply_precision(model, train.precision, train.keep_fp32_modules, device_type)
+    summary["precision"] = apply_precision(model, precision, train.keep_fp32_modules, device_type)
     if train.mode == "lora":
         model, summary["lora"] = apply_lora(model, train.lora)
     summary["frozen"] = freeze(model, train.freeze)
@@ -144,72 +104,6 @@ def check_data_language(model: nn.Module, name: str) -> None:
     if name != "auto" and name not in known:
         raise ConfigError(f"data.language: {name!r} is not a language of this model (known: auto, "
                           f"{', '.join(sorted(known))}); set it to model.language")
-
-
-# ------------------------------------------------------------------------------------------ precision
-def apply_precision(model: nn.Module, precision: str, keep_fp32: list[str], device_type: str) -> dict[str, Any]:
-    """Cast parameters (never buffers: RoPE's inv_freq stays fp32 as in a bf16-loaded inference model)."""
-    if precision in ("bf16-mixed", "bf16-pure"):
-        check_bf16_supported(device_type)
-    if precision != "bf16-pure":
-        for parameter in model.parameters():
-            if is_partitioned(parameter):
-                continue  # DeepSpeed owns its dtype (its config's bf16 section, fp32 master weights)
-            if parameter.is_floating_point() and parameter.dtype != torch.float32:
-                parameter.data = parameter.data.float()
-        return {"name": precision, "weights": "fp32", "autocast": "bf16" if precision == "bf16-mixed" else None}
-    kept, used = [], set()
-    for name, module in model.named_modules():
-        direct = [p for p in module.parameters(recurse=False) if p.is_floating_point()]
-        if not direct:
-            continue
-        hits = [s for s in keep_fp32 if s in name]
-        used.update(hits)
-        for parameter in direct:
-            parameter.data = parameter.data.to(torch.float32 if hits else torch.bfloat16)
-        if hits:
-            bridge_dtypes(module, keep_output_fp32=bool(OUTPUT_HEADS.search(name)))
-            kept.append(name)
-    unused = [s for s in keep_fp32 if s not in used]
-    if unused:
-        raise ConfigError(f"train.keep_fp32_modules: {unused} match no module name; names look like "
-                          "'talker.model.norm', 'talker.codec_head', 'talker.code_predictor.lm_head.0'")
-    return {"name": precision, "weights": "bf16", "autocast": None, "fp32_modules": len(kept)}
-
-
-def check_bf16_supported(device_type: str) -> None:
-    if device_type == "cuda" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
-        raise ConfigError("train.precision: this GPU has no bf16 support; use train.precision=fp32 (fp16 is not "
-                          "an option: see the README on precision)")
-
-
-def bridge_dtypes(module: nn.Module, keep_output_fp32: bool) -> None:
-    """Let an fp32 module sit between bf16 modules: inputs go up to fp32, outputs back to the caller's dtype.
-
-    Without this a kept-fp32 RMSNorm returns fp32 (`weight * x` promotes) and the next bf16 Linear fails on a
-    dtype mismatch. Heads keep fp32 output: their logits only feed the loss or sampling.
-    """
-    state: dict[str, Optional[torch.dtype]] = {"dtype": None}
-
-    def to_fp32(value: Any) -> Any:
-        return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
-
-    def before(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        floating = [a for a in list(args) + list(kwargs.values())
-                    if isinstance(a, torch.Tensor) and a.is_floating_point()]
-        state["dtype"] = floating[0].dtype if floating else None
-        return tuple(to_fp32(a) for a in args), {k: to_fp32(v) for k, v in kwargs.items()}
-
-    def after(_module: nn.Module, _args: tuple, _kwargs: dict, output: Any) -> Any:
-        dtype = state["dtype"]
-        if keep_output_fp32 or dtype is None or dtype == torch.float32:
-            return output
-        if isinstance(output, torch.Tensor) and output.is_floating_point():
-            return output.to(dtype)
-        return output
-
-    module.register_forward_pre_hook(before, with_kwargs=True)
-    module.register_forward_hook(after, with_kwargs=True)
 
 
 # ------------------------------------------------------------------------------------------ LoRA

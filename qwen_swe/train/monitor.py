@@ -1,14 +1,20 @@
-"""What a run tells the world: metrics.jsonl, status.json, report.json, and the `qwen-swe status` view."""
+"""What a run tells the world: metrics.jsonl, TensorBoard, status.json, report.json, and the `qwen-swe status` view.
+
+`StepTally` adds up one optimizer step's micro-batches on one rank; `MetricsProcessor` reduces it across ranks into
+the step record and writes that record where it goes (metrics.jsonl every `run.log_every` steps and at every
+non-finite step, TensorBoard, the progress bar); `StatusFile` is the run's current state for `qwen-swe status`.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
-from .checkpoint import write_json_atomic
+from ..files import write_json_atomic
 
 METRICS = "metrics.jsonl"
 STATUS = "status.json"
@@ -78,6 +84,100 @@ class StatusFile:
         self.state.update(fields)
         self.state.update(step=step, max_steps=self.max_steps, updated=now, eta_seconds=eta)
         write_json_atomic(self.path, self.state)
+
+
+# The per-micro-batch means the objective reports; a step's value is their mean over the accumulated micro-batches.
+LOSS_NAMES = ("codebook0_accuracy", "codebook0_loss", "loss", "sub_talker_accuracy", "sub_talker_loss")
+
+
+@dataclass
+class StepTally:
+    """One optimizer step on one rank: what its micro-batches scored, held and cost."""
+
+    accumulation: int
+    started: float = field(default_factory=time.perf_counter)
+    waited: float = 0.0  # seconds spent waiting for the loader
+    losses: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LOSS_NAMES, 0.0))
+    frames: float = 0.0
+    positions: float = 0.0
+    padded: float = 0.0
+    keys: list[str] = field(default_factory=list)
+    batches: list[dict[str, Any]] = field(default_factory=list)  # layout and keys per micro-batch (diagnosis)
+    all_finite: bool = True
+
+    def fetch(self, batches: Iterator[Any]) -> Any:
+        fetching = time.perf_counter()
+        batch = next(batches)
+        self.waited += time.perf_counter() - fetching
+        return batch
+
+    def add(self, batch: Any, out: dict[str, Any], finite: bool) -> None:
+        self.keys += batch.keys
+        self.batches.append({"layout": batch.extra.get("layout"), "keys": batch.keys})
+        self.all_finite = self.all_finite and finite
+        for name in LOSS_NAMES:
+            self.losses[name] += float(out[name].detach()) / self.accumulation
+        self.frames += float(out["frames"])
+        self.positions += float(out["positions"])
+        self.padded += float(out["padded_positions"])
+
+    @property
+    def finite(self) -> bool:
+        """Every micro-batch scored finite, and there was at least one (a step whose micro-batches were all skipped
+        updates nothing)."""
+        return self.all_finite and bool(self.keys)
+
+
+class MetricsProcessor:
+    """The step record: reduced across ranks, written to metrics.jsonl and TensorBoard, shown on the progress bar."""
+
+    def __init__(self, accelerator: Any, run_dir: Path, max_steps: int, log_every: int, device_type: str):
+        self.accelerator = accelerator
+        self.log = MetricsLog(run_dir)
+        self.status = StatusFile(run_dir, max_steps, enabled=accelerator.is_main_process)
+        self.max_steps, self.log_every, self.device_type = max_steps, log_every, device_type
+        self.progress: Any = None
+
+    def start(self, step: int) -> None:
+        if self.accelerator.is_main_process:
+            from tqdm.auto import tqdm
+
+            self.progress = tqdm(total=self.max_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+
+    def step_record(self, step: int, epoch: int, tally: StepTally, grad_norm: Optional[float], finite: bool,
+                    learning_rates: dict[str, float], layer_stats: dict[str, float]) -> dict[str, Any]:
+        """The job's view of one step: sums over ranks, losses averaged over ranks (one small all-reduce)."""
+        import torch
+
+        elapsed = time.perf_counter() - tally.started
+        losses = tally.losses if tally.keys else dict.fromkeys(LOSS_NAMES, float("nan"))
+        world = self.accelerator.num_processes
+        summed = self.accelerator.reduce(
+            torch.tensor([tally.frames, tally.positions, tally.padded, len(tally.keys)] + [losses[n] for n in LOSS_NAMES],
+                         device=self.accelerator.device, dtype=torch.float64), reduction="sum").tolist()
+        frames, positions, padded, samples, *loss_sums = summed
+        return {"step": step, "epoch": epoch, **{n: value / world for n, value in zip(LOSS_NAMES, loss_sums)},
+                "grad_norm": grad_norm, "finite": finite, "frames_per_s": frames / elapsed,
+                "samples_per_s": samples / elapsed, "padding_efficiency": positions / max(padded, 1.0),
+                "data_wait_fraction": tally.waited / elapsed,
+                **{f"lr/{name}": lr for name, lr in learning_rates.items()},
+                **memory_usage(self.device_type), **layer_stats}
+
+    def write(self, record: dict[str, Any]) -> None:
+        """metrics.jsonl and TensorBoard every `log_every` steps, at the last step and at every non-finite step."""
+        step = record["step"]
+        if step % self.log_every == 0 or step == self.max_steps or not record["finite"]:
+            if self.accelerator.is_main_process:
+                self.log.append(record)
+            scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
+            self.accelerator.log({f"train/{k}": v for k, v in scalars.items()}, step=step)
+        if self.progress is not None:
+            self.progress.update(1)
+            self.progress.set_postfix(loss=f"{record['loss']:.3f}", fps=f"{record['frames_per_s']:.0f}")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
 
 
 def render_status(run_dir: str | Path) -> str:

@@ -1,10 +1,13 @@
-"""Numerics: per-layer activation/gradient maxima, the non-finite guard, and the replay that names the culprit."""
+"""Numerics: per-layer activation/gradient maxima, the non-finite guard, the replay that names the culprit, and the
+fault injection that tests and drills use to poison a batch on purpose."""
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -82,6 +85,22 @@ class NonFiniteGuard:
         return {"consecutive": self.consecutive, "total": self.total}
 
 
+def write_diagnostic_bundle(run_dir: Path, step: int, rank: int, guard: NonFiniteGuard, keys: list[str],
+                            batches: list[dict[str, Any]], checkpoint: Optional[Path], loss: Any,
+                            grad_norm: Any) -> Path:
+    """What `qwen-swe diagnose-non-finite` replays: each rank's batches of the step that stopped the run, and the
+    checkpoint whose weights were in force. The main process adds the config (the caller saves it)."""
+    from ..files import write_json_atomic
+
+    folder = run_dir / "diagnostics" / f"non_finite_step{step:08d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / f"rank{rank}.json", {
+        "step": step, "rank": rank, "keys": keys, "batches": batches, "events": guard.events,
+        "checkpoint": str(checkpoint) if checkpoint else None, "loss": str(loss), "grad_norm": str(grad_norm),
+    })
+    return folder
+
+
 def _jsonable(value: Optional[float]) -> Any:
     if value is None:
         return None
@@ -157,3 +176,34 @@ def first_non_finite(objective: nn.Module, batch: Any) -> dict[str, Any]:
     report["forward_non_finite_modules"] = [h["module"] for h in forward_hits][:20]
     report["non_finite_parameter_grads"] = bad_params[:20]
     return report
+
+
+# ------------------------------------------------------------------------------------------ fault injection
+FAULT_ENV = "QWEN_SWE_INJECT_NONFINITE"  # "module=<name>;keys=<k1,k2>": see install_fault_injection
+
+
+class FaultInjector:
+    """Makes one module's output infinite whenever the current batch holds one of the poisoned sample keys.
+
+    Stands in for a poisoned sample in tests and drills; replaying the same batch reproduces it, which is what
+    `qwen-swe diagnose-non-finite` relies on. Whoever runs batches sets `.keys` before each forward.
+    """
+
+    def __init__(self, objective: nn.Module, spec: str):
+        fields = dict(part.split("=", 1) for part in spec.split(";") if "=" in part)
+        self.poisoned = set(fields.get("keys", "").split(","))
+        self.keys: list[str] = []
+        dict(objective.named_modules())[fields["module"]].register_forward_hook(self._hook)
+
+    def _hook(self, _module: nn.Module, _inputs: Any, output: Any) -> Any:
+        if not self.poisoned & set(self.keys):
+            return output
+        hidden = output[0] if isinstance(output, tuple) else output
+        poisoned = hidden * float("inf")
+        return (poisoned, *output[1:]) if isinstance(output, tuple) else poisoned
+
+
+def fault_injection_from_env(objective: nn.Module) -> Optional[FaultInjector]:
+    """The injector QWEN_SWE_INJECT_NONFINITE asks for, or None (the normal case)."""
+    spec = os.environ.get(FAULT_ENV)
+    return FaultInjector(objective, spec) if spec else None

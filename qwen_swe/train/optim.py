@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError, RunConfig
+from .precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +99,7 @@ def fill_deepspeed_config(ds: dict[str, Any], config: RunConfig) -> None:
     if optim.name == "adamw_8bit":
         raise ConfigError("optim.name: adamw_8bit cannot run under DeepSpeed (ZeRO partitions the optimizer state "
                           "itself); use optim.name=adamw, or optim.name=deepspeed with an offload config")
-    if config.train.precision == "bf16-pure":
-        raise ConfigError("train.precision: bf16-pure casts the weights itself; under DeepSpeed the config's bf16 "
-                          "section decides precision (fp32 master weights); use train.precision=fp32")
+    resolve_precision(config.train.precision, ds)  # refuses what cannot run under DeepSpeed (bf16-pure)
     named = "optimizer" in ds
     if named and optim.name != "deepspeed":
         raise ConfigError(f"optim.name: the DeepSpeed config names an optimizer ({ds['optimizer'].get('type')}); "

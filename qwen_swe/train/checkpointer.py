@@ -1,0 +1,80 @@
+"""The trainer's checkpointer: when to save, what a checkpoint holds, which to keep, which is best, how to resume.
+
+The on-disk format (atomic save, `latest`, retention, `best.json`, reading weights back) is `checkpoint.py`'s; this
+component decides for a run: a checkpoint every `run.checkpoint_every` optimizer steps, at the last step and when
+a stop is requested; each holds the accelerate state, the trainer's progress (`Progress`) and every rank's reader
+position; the newest `run.keep_last` are kept plus the best by held-out loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ..data.stream import StreamPosition
+from . import checkpoint as ckpt
+from .config import RunSection
+
+
+@dataclass
+class Progress:
+    """Where the run stands; saved in every checkpoint (trainer_state.json) and restored on resume."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_done: int = 0  # micro-batches of the current epoch this rank has consumed
+    best_eval: Optional[float] = None  # the lowest held-out loss a checkpoint was saved at
+    last_eval: Optional[dict[str, Any]] = None
+    non_finite_total: int = 0
+
+
+class Checkpointer:
+    def __init__(self, accelerator: Any, run_dir: Path, run: RunSection, max_steps: int):
+        self.accelerator = accelerator
+        self.run_dir = run_dir
+        self.every, self.keep_last, self.max_steps = run.checkpoint_every, run.keep_last, max_steps
+
+    def resume_point(self, resume: Optional[str]) -> Optional[Path]:
+        """The checkpoint `--resume` names (auto: the newest complete one), or None to start fresh."""
+        return ckpt.resolve_resume(self.run_dir, resume)
+
+    def due(self, step: int, stopping: bool) -> bool:
+        return step % self.every == 0 or step == self.max_steps or stopping
+
+    def save(self, progress: Progress, position: StreamPosition, metrics_offset: int) -> Path:
+        """Save on every rank; a checkpoint saved right after a better held-out eval becomes `best`."""
+        last = progress.last_eval
+        better = last is not None and (progress.best_eval is None or last["loss"] <= progress.best_eval)
+        if better:
+            progress.best_eval = last["loss"]
+        state = {"step": progress.step, "epoch": progress.epoch, "best_eval": progress.best_eval,
+                 "last_eval": progress.last_eval, "non_finite_total": progress.non_finite_total,
+                 "metrics_offset": metrics_offset}
+        rank = self.accelerator.process_index
+        path = ckpt.save_checkpoint(self.accelerator, self.run_dir, progress.step, state,
+                                    {position_file(rank): position.state_dict()}, keep_last=self.keep_last)
+        if better and self.accelerator.is_main_process:
+            ckpt.record_best(self.run_dir, path, progress.best_eval)
+            ckpt.apply_retention(self.run_dir, self.keep_last)  # the previous best may go now
+        return path
+
+    def restore(self, path: Path, progress: Progress) -> tuple[StreamPosition, int]:
+        """Load the accelerate state and the progress; returns this rank's saved reader position and the
+        metrics.jsonl offset the checkpoint was taken at."""
+        self.accelerator.load_state(str(path))
+        state = ckpt.read_json(path / ckpt.STATE_FILE)
+        progress.step, progress.best_eval = state["step"], state.get("best_eval")
+        progress.last_eval = state.get("last_eval")
+        progress.non_finite_total = state.get("non_finite_total", 0)
+        saved = path / position_file(self.accelerator.process_index)
+        if not saved.exists():  # the saved run had fewer ranks: continue from rank 0's position
+            saved = path / position_file(0)
+        return StreamPosition.from_state_dict(ckpt.read_json(saved)), state.get("metrics_offset", 0)
+
+    def latest(self) -> Optional[Path]:
+        return ckpt.find_latest(self.run_dir)
+
+
+def position_file(rank: int) -> str:
+    return f"data_position_rank{rank}.json"

@@ -1,0 +1,155 @@
+"""Run provenance: what a run records about itself (run_manifest.json) and whether a resume may continue it.
+
+The manifest holds the package versions, the git revision, a fingerprint of the model folder and of the training
+shards, the seed, the world size, the precision and the math fingerprint: every config knob that changes what the
+optimizer computes. A resumed run compares the saved manifest with its own and refuses to continue with changed
+math, model, data, seed or world size unless the user names the change (`--allow-changes`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import subprocess
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+from ..envinfo import package_versions
+from .config import RunConfig
+
+MANIFEST = "run_manifest.json"
+RECORDED_PACKAGES = ("qwen-swe", "torch", "transformers", "accelerate", "deepspeed", "peft", "bitsandbytes",
+                     "qwen-tts", "webdataset")
+# Manifest entries besides the math that a resume compares.
+RESUME_IDENTITY = ("model_fingerprint", "shards_fingerprint", "world_size", "seed")
+# Changes after which the data reader re-deals the remaining samples instead of continuing each rank's position.
+RESHARDING_CHANGES = frozenset({"world_size", "shards_fingerprint"})
+
+
+class ResumeRefused(SystemExit):
+    """The run changed since its checkpoint; the message lists what and how to allow it."""
+
+
+def file_fingerprint(paths: Iterable[Path]) -> str:
+    """One short digest of several files' names and contents (order-independent)."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """The model a run starts from: its config and weights (shard builds record per-file hashes instead: see
+    qwen_swe.fingerprints)."""
+    return file_fingerprint([model_dir / "config.json", *sorted(model_dir.glob("model*.safetensors"))])
+
+
+def git_revision() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def build_manifest(config: RunConfig, *, shards_fingerprint: str, world_size: int, distributed_type: str,
+                   precision_label: str) -> dict[str, Any]:
+    return {
+        "versions": package_versions(RECORDED_PACKAGES),
+        "git_revision": git_revision(),
+        "model_fingerprint": model_fingerprint(Path(config.model.path)),
+        "shards_fingerprint": shards_fingerprint,
+        "seed": config.run.seed,
+        "world_size": world_size,
+        "distributed_type": distributed_type,
+        "precision_strategy": precision_label,
+        "math": math_fingerprint(config),
+    }
+
+
+def manifest_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{name: (saved, current)} for every math knob the saved run had and every identity entry that differs.
+
+    Math knobs added to the config after the run was saved are not changes: the saved run used their defaults."""
+    changes = {key: (value, current["math"].get(key)) for key, value in saved["math"].items()
+               if current["math"].get(key) != value}
+    for key in RESUME_IDENTITY:
+        if saved.get(key) != current[key]:
+            changes[key] = (saved.get(key), current[key])
+    return changes
+
+
+def check_resume_compatible(saved: Mapping[str, Any], current: Mapping[str, Any], checkpoint: Path,
+                            allowed: Iterable[str]) -> bool:
+    """Refuse a changed run unless each change is allowed; returns True when the reader must re-deal the data."""
+    changes = manifest_changes(saved, current)
+    refused = [key for key in changes if key not in set(allowed)]
+    if refused:
+        lines = fingerprint_changes({key: changes[key][0] for key in refused}, {key: changes[key][1] for key in refused})
+        listing = "\n".join(f"  {line}" for line in lines)
+        raise ResumeRefused(f"refusing to resume {checkpoint}: the run changed\n{listing}\n"
+                            f"resume unchanged, or name what you mean to change: --allow-changes {','.join(refused)}")
+    return bool(RESHARDING_CHANGES & set(changes))
+
+
+# ------------------------------------------------------------------------------------------ the math
+# Fields that do not change what the optimizer computes: where things live (the model and shard contents are
+# fingerprinted separately), how often things are logged/evaluated/saved, when to stop, how many loader workers,
+# and implementation choices proven equivalent (gradient checkpointing recomputes the same activations; the
+# attention kernels compute the same function).
+NOT_MATH = frozenset({
+    "model.path", "model.attn_implementation",
+    "data.shards", "data.eval_split", "data.num_workers",
+    "train.gradient_checkpointing",
+    "run.output_dir", "run.max_steps", "run.eval_every", "run.eval_batches", "run.checkpoint_every",
+    "run.keep_last", "run.log_every", "run.activation_stats_every", "run.non_finite_patience", "run.tensorboard",
+    "run.synth_every_evals", "run.synth_sentences",
+})
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and dataclasses.is_dataclass(_section_type(name)):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _section_type(name: str) -> Any:
+    cls: Any = RunConfig
+    for part in name.split("."):
+        if not dataclasses.is_dataclass(cls):
+            return None
+        cls = typing.get_type_hints(cls).get(part)
+    return cls
+
+
+def math_fingerprint(config: RunConfig) -> dict[str, Any]:
+    """Every knob that changes the math, flat: {"optim.lr": 2e-05, "data.layouts": {...}, ...}.
+
+    Knobs that are inert under the chosen settings are left out too: LoRA settings in full mode,
+    keep_fp32_modules unless the weights are bf16.
+    """
+    flat = {k: v for k, v in _flatten(config.to_dict()).items() if k not in NOT_MATH}
+    if config.train.mode != "lora":
+        flat = {k: v for k, v in flat.items() if not k.startswith("train.lora.")}
+    if config.train.precision != "bf16-pure":
+        flat.pop("train.keep_fp32_modules", None)
+    return flat
+
+
+def fingerprint_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Human-readable differences between two flat fingerprints, one line per field: "optim.lr: 2e-05 -> 0.0001"."""
+    changes = []
+    for key in sorted(set(saved) | set(current)):
+        if saved.get(key, "<absent>") != current.get(key, "<absent>"):
+            changes.append(f"{key}: {saved.get(key, '<absent>')!r} -> {current.get(key, '<absent>')!r}")
+    return changes
