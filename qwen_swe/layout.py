@@ -89,7 +89,6 @@ class Sample:
     language: str = "auto"
     speaker: Optional[str] = None  # a named speaker row of talker_config.spk_id (custom voice)
     xvector: Optional[torch.Tensor | np.ndarray] = None  # speaker-encoder output [hidden] (voice clone)
-    speaker_mel: Optional[torch.Tensor] = None  # [frames, 128] mel of a reference; encoded in the objective
     ref_text: Optional[str] = None  # ICL reference transcript (same speaker)
     ref_codes: Optional[torch.Tensor | np.ndarray] = None  # ICL reference codes [R, 16]
     # Token ids of target_prompt(text) / reference_prompt(ref_text), stored by `qwen-swe shards build` so the reader
@@ -114,10 +113,9 @@ class LaidOut:
     key: str
     columns: np.ndarray  # int64 [4, L]: the rows text_ids, codec_ids, frame_ids, labels (see the properties)
     frames: np.ndarray  # integer [F, G] all frames this sample uses (ICL: reference frames, then target frames)
-    speaker_position: int  # position whose codec channel is the x-vector / mel-derived embedding, or -1
+    speaker_position: int  # position whose codec channel is the x-vector, or -1
     first_target: int  # index into `frames` of target frame 0 (the frames from there on are the target's)
     xvector: Optional[np.ndarray] = None  # float32 [D]
-    speaker_mel: Optional[torch.Tensor] = None
 
     @property
     def length(self) -> int:
@@ -168,7 +166,6 @@ class Batch:
     labels: torch.Tensor  # [B, L]
     speaker_positions: torch.Tensor  # [B] or -1
     xvectors: Optional[torch.Tensor]  # [B, D] (zeros where a sample has none)
-    speaker_mels: list[Optional[torch.Tensor]]
     sub_batch: torch.Tensor  # [N] batch row of each sub-talker frame
     sub_positions: torch.Tensor  # [N]
     sub_frames: torch.Tensor  # [N] index into `frames`
@@ -179,8 +176,6 @@ class Batch:
         for name, value in self.__dict__.items():
             if isinstance(value, torch.Tensor):
                 moved[name] = value.to(device)
-            elif name == "speaker_mels":
-                moved[name] = [m.to(device) if m is not None else None for m in value]
             else:
                 moved[name] = value
         return Batch(**moved)
@@ -204,7 +199,7 @@ class Batch:
         flat = torch.zeros((0,), dtype=torch.long)
         return cls(keys=[], text_ids=none, codec_ids=none, frame_ids=none, frames=torch.zeros((0, 16), dtype=torch.long),
                    attention_mask=none, position_ids=torch.zeros((3, 0, 0), dtype=torch.long), labels=none,
-                   speaker_positions=flat, xvectors=None, speaker_mels=[], sub_batch=flat, sub_positions=flat,
+                   speaker_positions=flat, xvectors=None, sub_batch=flat, sub_positions=flat,
                    sub_frames=flat, extra=dict(extra))
 
     @property
@@ -384,8 +379,7 @@ class SequenceLayout:
         frame[bos:] = np.arange(-1, length - bos - 1)
         self._put_labels(labels, target[:, 0])
         return LaidOut(key=sample.key, columns=columns, frames=frames, speaker_position=speaker_position,
-                       first_target=first_target, xvector=xvector,
-                       speaker_mel=sample.speaker_mel if xvector is None else None)
+                       first_target=first_target, xvector=xvector)
 
     def _prefix(self, sample: Sample, role_ids: np.ndarray, language_row: Optional[int],
                 xvector: Optional[np.ndarray]) -> tuple[np.ndarray, int]:
@@ -393,7 +387,7 @@ class SequenceLayout:
         holds a frame.
 
         Role ids (text only), then the codec prefix on tts_pad: think tags (+ language), the speaker slot (a named
-        speaker row, or an empty codec channel the objective fills with the x-vector / mel embedding), then tts_bos
+        speaker row, or an empty codec channel the objective fills with the x-vector), then tts_bos
         on codec pad. The same few prefixes recur, so they are cached.
         """
         speaker_row = None
@@ -405,7 +399,7 @@ class SequenceLayout:
                     f"unknown speaker {sample.speaker!r}; known: {', '.join(sorted(self.speaker_ids)) or 'none'}",
                 )
             speaker_row = self.speaker_ids[name]
-        slot = speaker_row is None and (xvector is not None or sample.speaker_mel is not None)
+        slot = speaker_row is None and xvector is not None
         key = (tuple(role_ids.tolist()), language_row, speaker_row, slot)
         cached = self._prefixes.get(key)
         if cached is None:
@@ -526,7 +520,6 @@ def collate(items: Sequence[LaidOut], pad_text_id: int, hidden_size: int) -> Bat
         labels=tensor(labels),
         speaker_positions=tensor(np.array([item.speaker_position for item in items], dtype=np.int64)),
         xvectors=None if xvectors is None else tensor(xvectors),
-        speaker_mels=[item.speaker_mel for item in items],
         sub_batch=tensor(np.repeat(np.arange(batch_size), counts)),
         sub_positions=tensor(step + np.repeat(lengths - counts - 1, counts)),
         sub_frames=tensor(step + np.repeat(frame_offsets + first_targets, counts)),

@@ -63,27 +63,6 @@ class TalkerObjective(nn.Module):
             parts.append(predictor_rows[group - 1](frames[:, group:group + 1]))
         return torch.cat(parts, dim=1).sum(1)
 
-    def speaker_embeddings(self, batch: Batch) -> Optional[torch.Tensor]:
-        """[B, hidden] speaker vectors: precomputed x-vectors, or the frozen speaker encoder on reference mels."""
-        if batch.xvectors is not None and not any(m is not None for m in batch.speaker_mels):
-            return batch.xvectors
-        if not any(m is not None for m in batch.speaker_mels):
-            return None
-        encoder = self.model.speaker_encoder
-        if encoder is None:
-            raise ValueError("speaker mels were given but this model has no speaker encoder (tts_model_type != base)")
-        hidden = self.talker.config.hidden_size
-        dtype = next(encoder.parameters()).dtype
-        vectors = batch.xvectors.clone() if batch.xvectors is not None else None
-        rows = []
-        for row, mel in enumerate(batch.speaker_mels):
-            if mel is None:
-                rows.append(vectors[row] if vectors is not None else torch.zeros(hidden, device=batch.text_ids.device))
-                continue
-            with torch.no_grad():  # one at a time: the encoder's pooling has no padding mask
-                rows.append(encoder(mel.unsqueeze(0).to(dtype))[0].float())
-        return torch.stack(rows)
-
     def input_embeddings(self, batch: Batch) -> torch.Tensor:
         """[B, L, hidden]: text channel + codec channel for every position, as generate() builds them."""
         talker = self.talker
@@ -99,8 +78,8 @@ class TalkerObjective(nn.Module):
             rows = framed.nonzero(as_tuple=True)
             codec = codec.index_put(rows, self.frame_embeddings(batch.frames)[batch.frame_ids[rows]].to(codec.dtype))
         speakers = batch.speaker_positions >= 0
-        if speakers.any():
-            vectors = self.speaker_embeddings(batch)
+        if speakers.any():  # the slot holds the sample's x-vector (shards store the speaker encoder's output)
+            vectors = batch.xvectors
             batch_rows = speakers.nonzero(as_tuple=True)[0]
             codec = codec.index_put(
                 (batch_rows, batch.speaker_positions[batch_rows]), vectors[batch_rows].to(codec.dtype)

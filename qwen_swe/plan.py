@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .train.precision import PRECISIONS
 from .units import GIB, parse_bytes
 
 GB = GIB  # the planner counts memory in binary gigabytes, as GPUs are sold and nvidia-smi reports
 
-PRECISIONS = ("fp32", "bf16-mixed", "bf16-pure")
 OPTIMIZERS = ("adamw", "adamw_8bit")
 MODES = ("full", "lora")
 ZERO_STAGES = (0, 2, 3)

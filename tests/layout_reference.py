@@ -29,7 +29,6 @@ class LaidOut:
     sub_positions: torch.Tensor
     sub_frames: torch.Tensor
     xvector: Optional[torch.Tensor] = None
-    speaker_mel: Optional[torch.Tensor] = None
 
     @property
     def length(self) -> int:
@@ -63,7 +62,7 @@ def reference_build(layout: SequenceLayout, sample: Sample, name: str) -> LaidOu
     xvector = sample.xvector.float() if sample.xvector is not None else None
     if sample.speaker:
         put(layout.tts_pad, layout.speaker_ids[sample.speaker.lower()])
-    elif xvector is not None or sample.speaker_mel is not None:
+    elif xvector is not None:
         speaker_position = len(text)
         put(layout.tts_pad)
     put(layout.tts_bos, layout.codec_pad)
@@ -111,7 +110,6 @@ def reference_build(layout: SequenceLayout, sample: Sample, name: str) -> LaidOu
         frame_ids=torch.tensor(frame, dtype=torch.long), frames=frames, speaker_position=speaker_position,
         labels=labels, sub_positions=torch.tensor(predictors, dtype=torch.long),
         sub_frames=torch.arange(first_target, frames.shape[0], dtype=torch.long), xvector=xvector,
-        speaker_mel=sample.speaker_mel if xvector is None else None,
     )
 
 
@@ -150,6 +148,6 @@ def reference_collate(items: Sequence[LaidOut], pad_text_id: int, hidden_size: i
         frames=torch.cat(frames, dim=0), attention_mask=attention_mask,
         position_ids=positions.unsqueeze(0).expand(3, -1, -1).contiguous(), labels=labels,
         speaker_positions=speaker_positions, xvectors=xvectors if any_xvector else None,
-        speaker_mels=[item.speaker_mel for item in items], sub_batch=torch.cat(sub_batch),
+        sub_batch=torch.cat(sub_batch),
         sub_positions=torch.cat(sub_positions), sub_frames=torch.cat(sub_frames),
     )

@@ -25,7 +25,7 @@ def layout(tiny_06b):
 
 def varied_samples(layout: SequenceLayout) -> list[Sample]:
     """Random samples plus the edge cases of the text/frame overlap: text longer than the frames (trailing text is
-    cut), one frame, a reference longer than the prompt text, a one-frame reference; x-vector, mel and no speaker."""
+    cut), one frame, a reference longer than the prompt text, a one-frame reference; x-vector and no speaker."""
     generator = torch.Generator().manual_seed(7)
     samples = random_samples(_Model(layout), 8, seed=3)
     long_text = " ".join(SWEDISH_TEXTS)
@@ -34,7 +34,6 @@ def varied_samples(layout: SequenceLayout) -> list[Sample]:
         dataclasses.replace(samples[1], key="one-frame", codes=samples[1].codes[:1], ref_codes=samples[1].ref_codes[:1]),
         dataclasses.replace(samples[2], key="long-reference", ref_text="Ja.",
                             ref_codes=torch.randint(0, 2048, (40, 16), generator=generator)),
-        dataclasses.replace(samples[3], key="mel", xvector=None, speaker_mel=torch.randn(50, 128, generator=generator)),
         dataclasses.replace(samples[4], key="no-speaker", xvector=None, language="auto"),
         dataclasses.replace(samples[5], key="int16-codes", codes=samples[5].codes.short(), language="swedish"),
     ]
@@ -60,7 +59,6 @@ def assert_same_laid_out(ours, theirs):
     assert (ours.xvector is None) == (theirs.xvector is None)
     if ours.xvector is not None:
         assert ours.xvector.dtype == np.float32 and np.array_equal(ours.xvector, np.asarray(theirs.xvector))
-    assert ours.speaker_mel is theirs.speaker_mel
 
 
 def assert_same_batch(ours, theirs):
@@ -68,8 +66,6 @@ def assert_same_batch(ours, theirs):
         mine = getattr(ours, name)
         if isinstance(value, torch.Tensor):
             assert mine.dtype == value.dtype and mine.shape == value.shape and torch.equal(mine, value), name
-        elif name == "speaker_mels":
-            assert [m is None for m in mine] == [m is None for m in value]
         else:
             assert mine == value, name
 

@@ -276,12 +276,13 @@ class BareLoop:
 
 
 def trainer_steps(trainer: Any, batches: Iterator[Any], steps: int) -> list[dict[str, Any]]:
-    """`steps` calls of Trainer.train_step, counting steps the way Trainer.run() does (the counter decides when
-    activation statistics are armed)."""
+    """`steps` calls of Trainer.train_step, each counted and reduced into its step record the way Trainer.run() does
+    (the counter decides when activation statistics are armed)."""
     records = []
     for _ in range(steps):
-        records.append(trainer.train_step(batches))
-        trainer.step += 1
+        outcome = trainer.train_step(batches)
+        trainer.progress.step += 1
+        records.append(trainer.step_record(outcome))
     return records
 
 
@@ -346,12 +347,10 @@ def activation_stats_cost(trainer: Any, batches: list[Any], pairs: int = 3) -> d
 
 def loop_bookkeeping_cost(trainer: Any, record: dict[str, Any], repeats: int = 20) -> dict[str, float]:
     """What Trainer.run() does per step outside train_step: a metrics.jsonl line and an atomic status.json."""
-    public = {k: v for k, v in record.items() if not k.startswith("_")}
-
     def once() -> None:
-        trainer.metrics.append(public)
-        trainer.status.update(trainer.step, health="training", epoch=trainer.epoch, last_eval=None,
-                              non_finite_total=0)
+        trainer.metrics.write(record)
+        trainer.metrics.status.update(trainer.step, health="training", epoch=trainer.progress.epoch, last_eval=None,
+                                      non_finite_total=0)
 
     return {"s_per_step": seconds(lambda: [once() for _ in range(repeats)]) / repeats}
 
@@ -425,15 +424,14 @@ def time_to_first_step(config: Any, resume: Optional[Path]) -> dict[str, float]:
     marks: dict[str, float] = {}
     original = trainer.train_step
 
-    def first_step_timed(batches: Iterator[Any]) -> dict[str, Any]:
+    def first_step_timed(batches: Iterator[Any]) -> Any:
         call = time.perf_counter()
-        record = original(batches)
+        outcome = original(batches)
         if "end" not in marks:
             marks["end"] = time.perf_counter()
-            waited = record["data_wait_fraction"] * (marks["end"] - call)
-            marks["first_batch"] = call + waited
+            marks["first_batch"] = call + outcome.tally.waited
             marks["step"] = trainer.step
-        return record
+        return outcome
 
     trainer.train_step = first_step_timed  # run() calls self.train_step: the instance attribute wins
     with signal_handlers_restored():
@@ -622,7 +620,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     replay = list(islice(trainer.train_batches(), args.warmup + args.steps))  # the trainer's own reader
     report: dict[str, Any] = {"trainer_vs_bare": trainer_vs_bare(trainer, bare, replay, args)}
     report["trainer_vs_bare"]["activation_stats"] = activation_stats_cost(trainer, replay[args.warmup:][:2])
-    record = trainer.train_step(iter(replay[args.warmup:]))
+    record = trainer_steps(trainer, iter(replay[args.warmup:]), 1)[0]
     report["trainer_vs_bare"]["run_loop_bookkeeping"] = loop_bookkeeping_cost(trainer, record)
     if args.profile:
         profile(trainer, bare, replay[args.warmup:])

@@ -280,7 +280,7 @@ class ShardStream(IterableDataset):
         finally:
             reader.close()
 
-    def _batch(self, number: int, reader: "ShardReader") -> Batch:
+    def _batch(self, number: int, reader: ShardReader) -> Batch:
         name = self.layout_names[number]
         laid, bad = [], []
         for ref in self.plan[number]:
@@ -302,7 +302,7 @@ class ShardStream(IterableDataset):
         batch.extra.update(info)
         return batch
 
-    def _sample(self, shard: ShardInfo, entry: dict[str, Any], reader: "ShardReader") -> Sample:
+    def _sample(self, shard: ShardInfo, entry: dict[str, Any], reader: ShardReader) -> Sample:
         return load_sample(shard, entry, reader, self.index.xvector_dim, self.config.language,
                            self.index.tokenizer_fingerprint)
 
@@ -328,7 +328,7 @@ def check_tokenizer(index: ShardIndex, layout: SequenceLayout, retokenize: bool 
         )
 
 
-def load_sample(shard: ShardInfo, entry: dict[str, Any], reader: "ShardReader", xvector_dim: Optional[int],
+def load_sample(shard: ShardInfo, entry: dict[str, Any], reader: ShardReader, xvector_dim: Optional[int],
                 language: str, tokenizer_fingerprint: Optional[str] = None) -> Sample:
     """Read one sample's members by offset, decode and validate them, and make a layout Sample.
 

@@ -191,6 +191,12 @@ class Trainer:
         self.activations.armed = False
         return StepOutcome(tally, grad_norm, finite, layer_stats)
 
+    def step_record(self, outcome: StepOutcome) -> dict[str, Any]:
+        """The job's record of the step just counted (reduced across ranks): what metrics.jsonl gets."""
+        learning_rates = dict(zip(self.group_names, self.scheduler.get_last_lr()))
+        return self.metrics.step_record(self.step, self.progress.epoch, outcome.tally, outcome.grad_norm,
+                                        outcome.finite, learning_rates, outcome.layer_stats)
+
     # ------------------------------------------------------------------------------------------ the loop
     def run(self) -> int:
         """Train until run.max_steps, a stop request (signal or hook) or too many non-finite steps; the exit code."""
@@ -199,9 +205,7 @@ class Trainer:
         while self.step < self.max_steps:
             outcome = self.train_step(batches)
             self.progress.step += 1
-            record = self.metrics.step_record(
-                self.step, self.progress.epoch, outcome.tally, outcome.grad_norm, outcome.finite,
-                dict(zip(self.group_names, self.scheduler.get_last_lr())), outcome.layer_stats)
+            record = self.step_record(outcome)
             self.metrics.write(record)
             if self._observe_numerics(record, outcome.tally):
                 exit_code = EXIT_NON_FINITE

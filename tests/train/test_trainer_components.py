@@ -15,14 +15,18 @@ from qwen_swe.train.hooks import TrainerHook
 from ..launching import ROOT, environment
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    """Trainers in one process share accelerate's singleton state: start and leave it clean."""
+def fresh_accelerate_state_reset() -> None:
+    """Trainers in one process share accelerate's singleton state: each starts from a clean one."""
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    fresh_accelerate_state_reset()
     yield
-    AcceleratorState._reset_state(reset_partial_state=True)
+    fresh_accelerate_state_reset()
 
 
 class Recorder(TrainerHook):
@@ -83,6 +87,26 @@ def test_a_synthesis_request_without_its_hook_is_said(tiny_06b, tmp_path, fresh_
                                          "run.tensorboard=false", "train.freeze=[text_embedding]"])
     assert Trainer(config).run() == 0
     assert "run.synth_every_evals is set but this trainer has no synthesis hook" in capsys.readouterr().out
+
+
+def test_data_retokenize_reaches_the_reader(tiny_06b, tmp_path, fresh_accelerate_state):
+    """Shards whose prompt ids came from another tokenizer: refused with the knob's name, trained with it set."""
+    from qwen_swe.train.config import load_config
+    from qwen_swe.train.trainer import Trainer
+
+    shards = synthetic_shards(tmp_path / "shards", shards=1, per_shard=8)
+    index = json.loads((shards / "index.json").read_text())
+    index["text_tokenizer"] = {"fingerprint": "another-tokenizer"}
+    (shards / "index.json").write_text(json.dumps(index))
+    required = [f"model.path={tiny_06b}", f"data.shards={shards}", "run.max_steps=1", "run.eval_every=0",
+                "run.tensorboard=false", "train.freeze=[text_embedding]"]
+    refused = Trainer(load_config(None, "smoke", required + [f"run.output_dir={tmp_path / 'refused'}"]))
+    with pytest.raises(ValueError, match="data.retokenize=true"):
+        refused.run()
+    fresh_accelerate_state_reset()
+    config = load_config(None, "smoke", required + [f"run.output_dir={tmp_path / 'run'}", "data.retokenize=true"])
+    assert Trainer(config).run() == 0
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["step"] == 1
 
 
 def test_import_graph_has_no_upward_arrows():
