@@ -342,6 +342,8 @@ def _memory_size(text: str, option: str) -> int:
     size = parse_bytes(text, option)
     if size <= 0:
         raise ValueError(f"{option}: {text!r}: a memory size must be positive, e.g. 24GB")
+    if size < GIB:  # no machine trains in less; a bare "24" is 24 bytes, almost surely meant as 24GB
+        raise ValueError(f"{option}: {text!r} is {size} bytes, less than 1 GiB; give a unit, e.g. 24GB")
     return size
 
 

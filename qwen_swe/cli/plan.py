@@ -6,6 +6,7 @@ import json
 
 import click
 
+from ..train.precision import PRECISIONS
 from ..units import SIZE_HELP
 
 
@@ -25,7 +26,7 @@ from ..units import SIZE_HELP
               help="DeepSpeed ZeRO stage; 0 = plain accelerate (DDP with several GPUs).")
 @click.option("--offload", type=click.Choice(["none", "optimizer", "optimizer+params"]), default="none",
               show_default=True, help="What DeepSpeed moves to host RAM (ds_configs/*_offload.json).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16-mixed", "bf16-pure"]), default="bf16-mixed",
+@click.option("--precision", type=click.Choice(PRECISIONS), default="bf16-mixed",
               show_default=True, help="train.precision; under --zero 2/3 bf16 means bf16 weights + fp32 master.")
 @click.option("--optimizer", type=click.Choice(["adamw", "adamw_8bit"]), default="adamw", show_default=True,
               help="optim.name (adamw_8bit: bitsandbytes, not under DeepSpeed).")

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
 from ..model_shapes import LAYOUTS
-from ..modeling import model_kind
 
 
 def _sampling_options(command):
@@ -83,27 +81,16 @@ def synth(model_dir: str, out: str, texts: tuple[str, ...], sentences: str | Non
     qwen-swe synth exports/pilot-base --out out/icl --mode icl --ref-audio anna.wav --ref-text "Det här är Anna."
     qwen-swe synth exports/pilot-voices --out out/alva --speaker alva --sentences my_sentences.txt
     """
-    from ..export import export_if_checkpoint
-    from ..quality.sentences import load_sentences
-    from ..quality.synth import Voice, load_reference_audio, open_model, synthesize, write_syntheses
+    from ..quality.synth import SynthRequest, synthesize_request
 
-    settings = _sampling_settings(sampling)
-    named = speaker is not None and ref_audio is None
-    mode = mode or ("custom" if named or model_kind(model_dir) == "custom_voice" else "xvector")
+    request = SynthRequest(model=model_dir, out=out, texts=texts, sentences=sentences, mode=mode, ref_audio=ref_audio,
+                           ref_text=ref_text, speaker=speaker, language=language, streaming=streaming,
+                           batch_size=batch_size, silence_dbfs=silence_dbfs, settings=_sampling_settings(sampling))
     try:
-        model_dir = str(export_if_checkpoint(model_dir, Path(out) / "model", custom_voice=mode == "custom",
-                                             say=(lambda _m: None) if as_json else click.echo))
-        lines = list(texts) or load_sentences(sentences)
-        reference = load_reference_audio(ref_audio) if ref_audio else None
-        voice = Voice(mode=mode, label=speaker or (Path(ref_audio).stem if ref_audio else mode),
-                      ref_audio=reference, ref_text=ref_text, speaker=speaker)
-        wrapper = open_model(model_dir, languages=(language,))
-        results = synthesize(wrapper, lines, voice, settings, language=language, streaming=streaming,
-                             batch_size=batch_size, silence_dbfs=silence_dbfs, progress=not as_json)
+        path, results, _ = synthesize_request(request, say=(lambda _m: None) if as_json else click.echo,
+                                              progress=not as_json)
     except ValueError as error:
         raise click.ClickException(str(error)) from error
-    path = write_syntheses(out, results, settings, extra={"model": str(Path(model_dir).resolve()), "mode": mode,
-                                                          "language": language})
     if as_json:
         click.echo(path.read_text(encoding="utf-8"))
         return
@@ -115,7 +102,7 @@ def synth(model_dir: str, out: str, texts: tuple[str, ...], sentences: str | Non
                    f"{record['silence_rate']:7.2f}  {r.text}")
     cut = sum(not r.eos_reached for r in results)
     click.echo(f"wrote {len(results)} file(s) to {out}" + (f"; {cut} cut at --max-new-tokens "
-                                                             f"{settings.max_new_tokens}" if cut else ""))
+                                                             f"{request.settings.max_new_tokens}" if cut else ""))
 
 
 def _eval_options(command):
@@ -160,6 +147,7 @@ def _eval_options(command):
 
 def _eval_config(model_dir: str, out: str, options: dict, progress: bool):
     from ..quality.evaluation import EvalConfig
+    from ..quality.synth import default_mode
 
     options = dict(options)
     settings = _sampling_settings(options)
@@ -167,7 +155,7 @@ def _eval_config(model_dir: str, out: str, options: dict, progress: bool):
     bad = [name for name in layouts if name not in LAYOUTS]
     if bad:
         raise click.BadParameter(f"{', '.join(bad)}: choose from {', '.join(LAYOUTS)}", param_hint="--layouts")
-    mode = options.pop("mode") or ("custom" if model_kind(model_dir) == "custom_voice" else "xvector")
+    mode = options.pop("mode") or default_mode(model_dir)
     return EvalConfig(model=model_dir, out=out, layouts=layouts, mode=mode, sampling=settings, progress=progress,
                       custom_speakers=tuple(options.pop("custom_speakers")), **options)
 

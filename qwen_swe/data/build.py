@@ -39,6 +39,7 @@ import numpy as np
 
 from ..files import write_json_atomic, write_text_atomic
 from ..model_shapes import FRAME_RATE, NUM_CODE_GROUPS, SAMPLE_RATE
+from ..units import MIB
 from .shard_format import (ENTRIES_SUFFIX, FORMAT, INDEX_NAME, SPLITS, encode_sample, npy_bytes, scan_tar_entries,
                            shard_stem)
 from .sources import AudioProblem, AudioRef, SourceItem, SourceSpec, decode_audio, read_source
@@ -81,7 +82,7 @@ class BuildConfig:
     eval_utterances_per_speaker: int = 0
     seed: int = 0
     samples_per_shard: int = 2000
-    max_shard_bytes: int = 256_000_000  # 0: no size cap (the CLI default, "256MB")
+    max_shard_bytes: int = 256 * MIB  # 0: no size cap (the CLI default, "256MB": sizes are binary, see units.py)
     encode_batch_seconds: float = 240.0
     codec_precision: str = "auto"
     device: str = "cpu"

@@ -133,9 +133,9 @@ def is_model_folder(path: str | Path) -> bool:
 
 def default_eval_config(model_dir: str, out: str) -> EvalConfig:
     """`qwen-swe eval`'s defaults: named speakers for a custom_voice model, x-vector cloning otherwise."""
-    from ..modeling import model_kind
+    from .synth import default_mode
 
-    return EvalConfig(model=model_dir, out=out, mode="custom" if model_kind(model_dir) == "custom_voice" else "xvector")
+    return EvalConfig(model=model_dir, out=out, mode=default_mode(model_dir))
 
 
 def compare_models(a: str | Path, b: str | Path, *, out: Optional[str | Path] = None,

@@ -18,7 +18,6 @@ Synthesis metrics, per file and over the set:
 from __future__ import annotations
 
 import datetime
-import json
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ..files import write_json_atomic, write_text_atomic
 from .audio_stats import DEFAULT_SILENCE_DBFS
 from .synth import SamplingSettings, Synthesis, Voice, synthesize, write_syntheses
 
@@ -253,8 +253,8 @@ def run_evaluation(config: EvalConfig, say: Callable[[str], None] = print, wrapp
         "heldout": heldout,
         "synthesis": synthesis,
     }
-    (out / EVAL_JSON).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / EVAL_MD).write_text(render_eval_markdown(report), encoding="utf-8")
+    write_json_atomic(out / EVAL_JSON, report, sort_keys=False)
+    write_text_atomic(out / EVAL_MD, render_eval_markdown(report))
     write_tensorboard(out / "tb", report, results, config.step, config.audio_samples)
     return report
 

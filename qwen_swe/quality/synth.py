@@ -26,6 +26,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
+from ..files import write_json_atomic
 from .audio_stats import DEFAULT_SILENCE_DBFS, audio_stats
 
 MODES = ("xvector", "icl", "custom")
@@ -235,7 +236,7 @@ def write_syntheses(out_dir: str | Path, results: Sequence[Synthesis], settings:
     summary = {"settings": settings.as_dict(), **(extra or {}), "files": records,
                "eos_reached": sum(r["eos_reached"] for r in records), "cut": sum(r["cut"] for r in records)}
     path = out / "synth.json"
-    path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json_atomic(path, summary, sort_keys=False)
     return path
 
 
@@ -255,3 +256,54 @@ def load_reference_audio(path: str | Path) -> tuple[np.ndarray, int]:
     except RuntimeError as error:
         raise ValueError(f"{path}: cannot read audio ({error}); give a wav or flac file") from error
     return wav.mean(axis=1), int(rate)
+
+
+# ---------------------------------------------------------------------------------------------- qwen-swe synth
+def default_mode(model_dir: str | Path, named_speaker: bool = False) -> str:
+    """How to voice sentences when not told: a named speaker for a custom_voice model (or when a speaker is named
+    without reference audio), x-vector cloning otherwise. `qwen-swe synth`, `eval` and `compare` share it."""
+    from ..modeling import model_kind
+
+    return "custom" if named_speaker or model_kind(model_dir) == "custom_voice" else "xvector"
+
+
+@dataclass
+class SynthRequest:
+    """What `qwen-swe synth` was asked for; `model` may be a training run or checkpoint (exported first)."""
+
+    model: str
+    out: str
+    texts: Sequence[str] = ()  # empty: the sentences of `sentences`
+    sentences: Optional[str] = None  # a file with one sentence per line, or a built-in set name (default v1)
+    mode: Optional[str] = None  # None: default_mode
+    ref_audio: Optional[str] = None
+    ref_text: Optional[str] = None
+    speaker: Optional[str] = None
+    language: str = "swedish"
+    streaming: Optional[bool] = None
+    batch_size: int = 4
+    silence_dbfs: float = DEFAULT_SILENCE_DBFS
+    settings: SamplingSettings = field(default_factory=SamplingSettings)
+
+
+def synthesize_request(request: SynthRequest, say: Any = print,
+                       progress: bool = True) -> tuple[Path, list[Synthesis], str]:
+    """Export if needed, voice the sentences, write the WAVs and synth.json; (synth.json, results, model folder)."""
+    from ..export import export_if_checkpoint
+    from .sentences import load_sentences
+
+    mode = request.mode or default_mode(request.model, named_speaker=request.speaker is not None
+                                        and request.ref_audio is None)
+    model_dir = str(export_if_checkpoint(request.model, Path(request.out) / "model", custom_voice=mode == "custom",
+                                         say=say))
+    lines = list(request.texts) or load_sentences(request.sentences)
+    reference = load_reference_audio(request.ref_audio) if request.ref_audio else None
+    label = request.speaker or (Path(request.ref_audio).stem if request.ref_audio else mode)
+    voice = Voice(mode=mode, label=label, ref_audio=reference, ref_text=request.ref_text, speaker=request.speaker)
+    wrapper = open_model(model_dir, languages=(request.language,))
+    results = synthesize(wrapper, lines, voice, request.settings, language=request.language,
+                         streaming=request.streaming, batch_size=request.batch_size,
+                         silence_dbfs=request.silence_dbfs, progress=progress)
+    path = write_syntheses(request.out, results, request.settings,
+                           extra={"model": str(Path(model_dir).resolve()), "mode": mode, "language": request.language})
+    return path, results, model_dir

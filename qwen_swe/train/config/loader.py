@@ -174,7 +174,7 @@ def apply_override(config: RunConfig, item: str, errors: Optional[list[str]] = N
     collect = errors if errors is not None else []
     _apply_override(config, item, collect)
     if errors is None:
-        _raise(collect)
+        raise_errors(collect)
 
 
 def _apply_override(config: RunConfig, item: str, errors: list[str]) -> None:
