@@ -37,7 +37,8 @@ import torch
 from .language import taken_rows
 from .model_shapes import CODEBOOK_SIZE
 from .train import checkpoint as ckpt
-from .train.provenance import MANIFEST, model_fingerprint
+from .fingerprints import model_fingerprint
+from .train.provenance import MANIFEST
 
 WEIGHTS = "model.safetensors"
 # Files of the base model folder an export does not copy (it writes its own weights, config and model card).

@@ -1,4 +1,5 @@
-"""File hashes that shard builds record: what codes, x-vectors and stored prompt ids were made with.
+"""Fingerprints of files: what shard builds record (what codes, x-vectors and stored prompt ids were made with) and
+what a run manifest records (the base model a run trains).
 
 Light at import (hashlib and pathlib only): verify, inspect and the builder's resume check use it without loading a
 model. The values are stored in users' index.json files, so how they are computed never changes.
@@ -16,7 +17,7 @@ The fingerprints the project keeps, and why they differ:
   and the reader compares it with the training model's tokenizer: it protects the stored prompt ids themselves, so it
   must not depend on file bytes (two folders with equivalent tokenizers agree) and must change when a template does.
   It stays in layout.py, next to the templates, because it needs a loaded tokenizer.
-- `train.provenance.model_fingerprint(model_dir)`: one 16-digit digest of config.json and the model*.safetensors
+- `model_fingerprint(model_dir)` (here): one 16-digit digest of config.json and the model*.safetensors
   files, recorded in a run's run_manifest.json; a resume compares it to refuse continuing from another base model. One
   digest is enough there: the question is only "the same model or not".
 - `ShardIndex.fingerprint` (data/stream.py) and the manifest's `shards_fingerprint`: a digest of the shard paths,
@@ -55,3 +56,16 @@ def text_tokenizer_fingerprints(folder: str | Path) -> dict[str, str]:
     """sha256 of the text tokenizer's files in a model folder: what the shards' stored prompt ids depend on."""
     folder = Path(folder)
     return {name: file_sha256(folder / name) for name in TEXT_TOKENIZER_FILES if (folder / name).is_file()}
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """One 16-digit digest of a model folder's config.json and model*.safetensors (names and bytes): the base model
+    a run trains, recorded in run_manifest.json and checked by resume and export."""
+    model_dir = Path(model_dir)
+    digest = hashlib.sha256()
+    for path in sorted([model_dir / "config.json", *model_dir.glob("model*.safetensors")]):
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 22):
+                digest.update(block)
+    return digest.hexdigest()[:16]

@@ -9,13 +9,13 @@ math, model, data, seed or world size unless the user names the change (`--allow
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import subprocess
 import typing
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 from ..envinfo import package_versions
+from ..fingerprints import model_fingerprint
 from .config import RunConfig
 
 MANIFEST = "run_manifest.json"
@@ -29,23 +29,6 @@ RESHARDING_CHANGES = frozenset({"world_size", "shards_fingerprint"})
 
 class ResumeRefused(SystemExit):
     """The run changed since its checkpoint; the message lists what and how to allow it."""
-
-
-def file_fingerprint(paths: Iterable[Path]) -> str:
-    """One short digest of several files' names and contents (order-independent)."""
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(path.name.encode())
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def model_fingerprint(model_dir: Path) -> str:
-    """The model a run starts from: its config and weights (shard builds record per-file hashes instead: see
-    qwen_swe.fingerprints)."""
-    return file_fingerprint([model_dir / "config.json", *sorted(model_dir.glob("model*.safetensors"))])
 
 
 def git_revision() -> Optional[str]:
@@ -73,11 +56,17 @@ def build_manifest(config: RunConfig, *, shards_fingerprint: str, world_size: in
 
 
 def manifest_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """{name: (saved, current)} for every math knob the saved run had and every identity entry that differs.
+    """{name: (saved, current)} for every math knob and identity entry that differs.
 
-    Math knobs added to the config after the run was saved are not changes: the saved run used their defaults."""
-    changes = {key: (value, current["math"].get(key)) for key, value in saved["math"].items()
-               if current["math"].get(key) != value}
+    A knob the saved manifest lacks (added to the config since, or inert then: LoRA settings of a full run) stood
+    at its default there; it counts as changed only when the current run sets it to something else."""
+    defaults = _flatten(RunConfig().to_dict())
+    changes = {}
+    for key in sorted(set(saved["math"]) | set(current["math"])):
+        was = saved["math"].get(key, defaults.get(key))
+        now = current["math"].get(key, defaults.get(key))
+        if was != now:
+            changes[key] = (was, now)
     for key in RESUME_IDENTITY:
         if saved.get(key) != current[key]:
             changes[key] = (saved.get(key), current[key])
@@ -90,8 +79,8 @@ def check_resume_compatible(saved: Mapping[str, Any], current: Mapping[str, Any]
     changes = manifest_changes(saved, current)
     refused = [key for key in changes if key not in set(allowed)]
     if refused:
-        lines = fingerprint_changes({key: changes[key][0] for key in refused}, {key: changes[key][1] for key in refused})
-        listing = "\n".join(f"  {line}" for line in lines)
+        was, now = ({key: changes[key][i] for key in refused} for i in (0, 1))
+        listing = "\n".join(f"  {line}" for line in fingerprint_changes(was, now))
         raise ResumeRefused(f"refusing to resume {checkpoint}: the run changed\n{listing}\n"
                             f"resume unchanged, or name what you mean to change: --allow-changes {','.join(refused)}")
     return bool(RESHARDING_CHANGES & set(changes))
