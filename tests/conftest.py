@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -59,15 +60,17 @@ def speechlike_wav() -> tuple[np.ndarray, int]:
     return calibration_audio(seed=123, seconds=2.0), SAMPLE_RATE
 
 
-# Files whose tests launch training processes, longest first. `make test` runs the suite on two pytest workers, one
-# file per worker at a time (`--dist loadfile`), in collection order: starting the long files first keeps one worker
-# from being left with a long file at the end while the other sits idle.
-LONGEST_FIRST = ("test_trainer.py", "test_multinode.py", "test_trainer_health.py", "test_export.py", "test_parity.py")
+# Files whose tests launch training processes, longest first, by path under tests/. `make test` runs the suite on two
+# pytest workers, one file per worker at a time (`--dist loadfile`), in collection order: starting the long files first
+# keeps one worker from being left with a long file at the end while the other sits idle.
+LONGEST_FIRST = ("e2e/test_trainer.py", "e2e/test_multinode.py", "e2e/test_trainer_health.py", "test_export.py",
+                 "test_parity.py")
+TESTS = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
-        name = item.path.name
+        name = Path(os.path.relpath(item.path.resolve(), TESTS)).as_posix()
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: collection order within and after the listed files

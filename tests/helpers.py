@@ -1,7 +1,8 @@
-"""Shared test helpers: load tiny models with Swedish registered, make random-but-valid samples."""
+"""Shared test helpers: load tiny models with Swedish registered, make random-but-valid samples, write eval reports."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from functools import lru_cache
 from pathlib import Path
@@ -69,3 +70,19 @@ def random_samples(model, count: int, seed: int, languages=("swedish", "auto", "
                                     generator=generator),
         ))
     return samples
+
+
+def eval_report(model: str, **metrics) -> dict:
+    base = {"heldout_loss": 2.0, "codebook0_accuracy": 0.3, "eos_accuracy": 0.9, "sub_talker_accuracy": 0.4,
+            "wer": 0.2, "cer": 0.1, "speaker_similarity": 0.8, "duration_ratio": 1.0, "duration_error": 0.1,
+            "silence_rate": 0.1, "eos_runaway_rate": 0.0}
+    base.update(metrics)
+    return {"model": model, "metrics": base, "sampling": {"seed": 0}, "heldout": {"split": "eval", "layouts": {}},
+            "synthesis": {"sentences": ["Hej."], "references": [{"key": "k"}], "mode": "xvector",
+                          "streaming": True, "asr": "asr", "speaker_embedder": "qwen3-tts speaker encoder"}}
+
+
+def write_eval(folder: Path, report: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "eval.json").write_text(json.dumps(report))
+    return folder

@@ -1,7 +1,7 @@
 """The position-by-position layout and collate that `qwen_swe.layout` replaced with whole-array code.
 
 Kept verbatim in behaviour (one `put` per position, labels found by scanning the frame column, one row at a time in
-collate) as the reference the vectorised layout must equal exactly; tests/test_layout_vectorized.py compares them.
+collate) as the reference the vectorised layout must equal exactly; tests/test_layout.py compares them.
 Validation is left to the real layout: only valid samples are given to this one.
 """
 

@@ -193,5 +193,7 @@ def test_hosts_take_binary_sizes_and_refuse_bad_ones(monkeypatch):
         resolve_host("r9700-32gb", gpu_memory="24XB")
     with pytest.raises(ValueError, match="--host-ram: '0' ?: a memory size must be positive"):
         resolve_host("r9700-32gb", host_ram="0")
+    with pytest.raises(ValueError, match=r"--gpu-memory: '24' is 24 bytes, less than 1 GiB; give a unit, e.g. 24GB"):
+        resolve_host("r9700-32gb", gpu_memory="24")  # a bare number is bytes: memory that small means a lost unit
     result = CliRunner().invoke(main, ["plan", "--gpu-memory", "24 bytes please"])
     assert result.exit_code == 1 and "--gpu-memory: '24 bytes please' is not a size" in result.output

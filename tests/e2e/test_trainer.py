@@ -16,7 +16,7 @@ import pytest
 
 from qwen_swe.data.synthetic import synthetic_shards
 
-from .launching import ROOT, environment, launch, losses
+from ..launching import ROOT, environment, launch, losses
 
 STEPS = 8
 

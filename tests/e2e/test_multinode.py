@@ -17,7 +17,7 @@ import pytest
 
 from qwen_swe.data.synthetic import synthetic_shards
 
-from .launching import ROOT, losses
+from ..launching import ROOT, losses
 
 TOOL = ROOT / "tools" / "multinode_netns.sh"
 STEPS, MIDDLE = 4, 2

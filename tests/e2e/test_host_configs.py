@@ -1,5 +1,5 @@
-"""Per-host accelerate configs as accelerate itself loads them, the launch scripts' checks on this GPU-less machine,
-and the per-host attention choice."""
+"""Per-host accelerate configs as accelerate itself loads them, the DeepSpeed and CPU accelerate configs consistent
+with each other, the launch scripts' checks on this GPU-less machine, and the per-host attention choice."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from qwen_swe.data.synthetic import synthetic_shards
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "accelerate_configs"
 
 # host file -> (distributed type, processes, machines, ZeRO stage or None, machine rank)
@@ -55,6 +56,26 @@ def test_every_accelerate_config_loads_and_gpu_hosts_are_bf16_with_the_right_sha
             assert config.deepspeed_config["deepspeed_multinode_launcher"] == "standard"
             assert config.main_process_ip and config.main_process_port
     assert set(GPU_HOSTS) <= {p.name for p in CONFIGS.glob("*.yaml")}
+
+
+def test_deepspeed_and_accelerate_configs_are_consistent():
+    for path in sorted((ROOT / "ds_configs").glob("*.json")):
+        ds = json.loads(path.read_text())
+        assert not ds.get("fp16", {}).get("enabled", False), f"{path.name}: fp16 must never be enabled"
+        assert ds["bf16"]["enabled"] is (not path.name.startswith("cpu_")), path.name
+        assert ds["train_micro_batch_size_per_gpu"] == "auto" and ds["gradient_clipping"] == "auto"
+        stage = ds["zero_optimization"]["stage"]
+        if stage == 3:
+            assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True, path.name
+        assert ("optimizer" in ds) == ("offload" in path.name), path.name
+        assert path.name in (ROOT / "ds_configs" / "README.md").read_text(), f"{path.name} missing from README"
+    for name in ("cpu_zero2", "cpu_zero3", "cpu_zero2_bf16", "cpu_ddp_bf16"):
+        launch = yaml.safe_load((ROOT / "accelerate_configs" / f"{name}.yaml").read_text())
+        assert launch["num_processes"] == 2 and launch["use_cpu"] is False, name
+        if launch["distributed_type"] == "DEEPSPEED":
+            assert (ROOT / launch["deepspeed_config"]["deepspeed_config_file"]).is_file(), name
+        else:
+            assert launch["mixed_precision"] == "bf16"
 
 
 @pytest.fixture(scope="module")

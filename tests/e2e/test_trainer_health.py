@@ -10,7 +10,7 @@ import pytest
 
 from qwen_swe.data.synthetic import synthetic_shards
 
-from .launching import launch, losses
+from ..launching import launch, losses
 
 
 @pytest.fixture(scope="module")

@@ -1,21 +1,24 @@
-"""The streaming reader: each sample once per epoch across ranks and workers, exact resume, bad data handled."""
+"""data/stream.py: each sample once per epoch across ranks and workers, batches within the frame budget, exact
+resume, bad data handled, and built shards read (or refused, or retokenized) under the layout's tokenizer."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
-
-import numpy as np
+import shutil
 
 import pytest
+import torch
 
+from qwen_swe.data.shard_format import INDEX_NAME
 from qwen_swe.data.stream import (ShardIndex, ShardStream, StreamConfig, StreamPosition, make_loader, plan_epoch,
                                   sample_keys)
-from qwen_swe.data.shard_format import decode_sample, encode_sample, npy_bytes
 from qwen_swe.data.synthetic import synthetic_shards
 from qwen_swe.layout import SequenceLayout
 
-from .helpers import load_swedish_model
+from ..helpers import load_swedish_model
+from .building import swedish_layout
 
 LAYOUT_MIX = {"streaming": 1.0, "non_streaming": 1.0, "icl": 1.0}
 
@@ -145,82 +148,28 @@ def test_truncated_and_missing_shards_never_hang(tmp_path, layout):
     assert all(batch.is_empty == (not batch.keys) for batch in batches)
 
 
-@pytest.mark.parametrize("field, change, words", [
-    ("codes.npy", lambda m: m.pop("codes.npy"), "'codes.npy' is missing"),
-    ("codes.npy", lambda m: m.update({"codes.npy": npy_bytes(np.full((4, 16), 2048, dtype=np.int16))}),
-     "outside 0..2047"),
-    ("codes.npy", lambda m: m.update({"codes.npy": npy_bytes(np.zeros((4, 15), dtype=np.int16))}),
-     "expected [frames, 16]"),
-    ("xvector.npy", lambda m: m.update({"xvector.npy": npy_bytes(np.full(64, np.nan, dtype=np.float32))}),
-     "NaN"),
-    ("xvector.npy", lambda m: m.update({"xvector.npy": npy_bytes(np.zeros(63, dtype=np.float32))}),
-     "expected [64]"),
-    ("json", lambda m: m.update({"json": b"\xff\xfe not utf-8"}), "not UTF-8 JSON"),
-    ("json", lambda m: m.update({"json": json.dumps({"text": "  "}).encode()}), "'text' is empty"),
-    ("json", lambda m: m.update({"json": json.dumps({"text": "Hej", "prompt_ids": [5, -1]}).encode()}),
-     "'prompt_ids' must be a list of token ids"),
-    ("json", lambda m: m.update({"json": json.dumps({"text": "Hej", "reference": {"prompt_ids": "5"}}).encode()}),
-     "'reference.prompt_ids' must be"),
-    ("codes.npy", lambda m: m.update({"codes.npy": m["codes.npy"][:-2]}), "truncated"),
-    ("json", lambda m: m.update({"json": b"[1, 2]"}), "not a JSON object"),
-])
-def test_each_bad_member_is_named_by_key_and_field(field, change, words):
-    members = encode_sample("k1", {"text": "Hej"}, np.zeros((4, 16)), np.zeros(64))
-    change(members)
-    with pytest.raises(ValueError) as info:
-        decode_sample("k1", members, xvector_dim=64)
-    assert "'k1'" in str(info.value) and words in str(info.value), str(info.value)
+def test_shards_load_in_the_streaming_reader(reference_build):
+    from qwen_swe.data.stream import ShardIndex, load_samples_by_key
+
+    index = ShardIndex(reference_build, "train")
+    keys = [e["key"] for shard in index.shards for e in shard.entries]
+    loaded = load_samples_by_key(index, keys)
+    assert len(loaded) == 6 and all(s.ref_codes is not None and s.ref_text for s in loaded)
 
 
-def comparable(fields):
-    """(text, language, prompt ids, reference text, reference prompt ids) with the id arrays as lists."""
-    text, language, prompt_ids, (ref_text, ref_prompt_ids) = fields
-    listed = [None if ids is None else ids.tolist() for ids in (prompt_ids, ref_prompt_ids)]
-    return text, language, listed[0], ref_text, listed[1]
+def test_shards_from_another_tokenizer_are_refused_or_retokenized(reference_build, tiny_06b, tmp_path):
+    from qwen_swe.data.stream import ShardIndex, ShardStream, StreamConfig
 
-
-@pytest.mark.parametrize("meta", [
-    {"text": "Hej"},
-    {"text": "Hej på dig", "language": "swedish", "prompt_ids": [1, 2, 3], "speaker": "a", "extra": {"x": [1.5]}},
-    {"text": "Hej", "language": None, "reference": {"key": "r", "text": "Ja.", "prompt_ids": [7, 8]}},
-    {"text": "Hej", "reference": "not an object"},  # the typed parser refuses it; the field-by-field one ignores it
-    {"text": "Hej", "language": 5},  # passed on as it is: the layout names an unknown language
-])
-def test_sample_json_reads_the_same_whichever_parser_reads_it(meta):
-    """The typed parser (msgspec) is the fast path; the field-by-field one names problems. What one accepts, both
-    read the same way, and the whole json stays available as `meta`."""
-    from qwen_swe.data.shard_format import _read_json, _read_json_field_by_field
-
-    data = json.dumps(meta, ensure_ascii=False).encode("utf-8")
-    assert comparable(_read_json("k1", data)) == comparable(_read_json_field_by_field("k1", data))
-    members = encode_sample("k1", meta, np.zeros((4, 16)), np.zeros(64), ref_codes=np.ones((2, 16)))
-    sample = decode_sample("k1", members, xvector_dim=64)
-    assert sample.meta == meta and sample.text == meta["text"]
-    reference = meta.get("reference")
-    assert sample.ref_text == (reference.get("text") if isinstance(reference, dict) else None)
-
-
-@pytest.mark.parametrize("array", [
-    np.arange(48, dtype=np.int16).reshape(3, 16), np.zeros((0, 16), dtype=np.int16), np.float32(np.arange(5)),
-    np.asfortranarray(np.arange(12).reshape(3, 4)), np.arange(6, dtype=">i4").reshape(2, 3), np.array(2.5),
-])
-def test_npy_members_read_like_np_load(array):
-    import io
-
-    from qwen_swe.data.shard_format import read_npy
-
-    data = npy_bytes(array)
-    for _ in range(2):  # the second read uses the remembered header
-        ours, theirs = read_npy(data), np.load(io.BytesIO(data), allow_pickle=False)
-        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape and np.array_equal(ours, theirs)
-
-
-def test_npy_members_never_unpickle():
-    import io
-
-    from qwen_swe.data.shard_format import read_npy
-
-    buffer = io.BytesIO()
-    np.save(buffer, np.array([{"x": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(ValueError, match="no pickles"):
-        read_npy(buffer.getvalue())
+    layout = swedish_layout(tiny_06b)
+    other = tmp_path / "other-tokenizer"
+    shutil.copytree(reference_build, other)
+    index = json.loads((other / INDEX_NAME).read_text(encoding="utf-8"))
+    index["text_tokenizer"]["fingerprint"] = "0123456789abcdef"
+    (other / INDEX_NAME).write_text(json.dumps(index), encoding="utf-8")
+    config = StreamConfig(frame_budget=400, layouts={"icl": 1.0})
+    with pytest.raises(ValueError, match="0123456789abcdef.*rebuild the shards with this model"):
+        ShardStream(ShardIndex(other, "train"), layout, config)
+    retokenized = list(ShardStream(ShardIndex(other, "train"), layout, dataclasses.replace(config, retokenize=True)))
+    stored = list(ShardStream(ShardIndex(reference_build, "train"), layout, config))
+    assert [b.keys for b in retokenized] == [b.keys for b in stored] and sum(len(b.keys) for b in stored) == 6
+    assert all(torch.equal(a.text_ids, b.text_ids) for a, b in zip(retokenized, stored))
