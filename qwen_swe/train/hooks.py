@@ -4,11 +4,12 @@ In-training synthesis (`qwen_swe.quality.training_audio.TensorBoardSynthesis`) i
 trial's pruner plugs in the same way. The caller that builds the trainer passes its hooks (`qwen-swe train` wires
 the ones the run config asks for), so `qwen_swe.train` never imports what its hooks need.
 
-A hook gets the trainer itself and may read: `config`, `accelerator`, `run_dir`, `step`, `wrapper` (the official
-`Qwen3TTSModel` around the very network being trained), `device_type`, `zero_stage`, `last_eval`, and call
-`say(...)` (prints on the main process) and `request_stop(reason)` (checkpoint and stop after this step). Every
-method is called on every rank; a hook that works on one process only must keep the ranks in step itself
-(`accelerator.wait_for_everyone()`). A hook must not change the training RNG streams or the weights.
+A hook gets the trainer itself and may read: `config`, `accelerator`, `main` (true on the main process),
+`run_dir`, `step`, `wrapper` (the official `Qwen3TTSModel` around the very network being trained), `device_type`,
+`zero_stage`, `last_eval`, and call `say(...)` (prints on the main process) and `request_stop(reason)` (checkpoint
+and stop after this step). Every method is called on every rank; a hook that works on one process only must keep
+the ranks in step itself (`accelerator.wait_for_everyone()`). A hook must not change the training RNG streams or
+the weights.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ log = logging.getLogger("qwen_swe.train")
 
 EXIT_OK = 0
 EXIT_NON_FINITE = 3
+SIGNAL_STOP = "signal"  # the stop reason SIGTERM/SIGINT give
 
 
 @dataclass
@@ -304,14 +305,13 @@ class Trainer:
         return True
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        self.request_stop(f"received {signal.Signals(signum).name}")
+        self.request_stop(SIGNAL_STOP)
         self.say(f"\nreceived {signal.Signals(signum).name}: finishing this step, then checkpointing")
 
     def _interrupted(self, path: Path) -> None:
-        reason = "by signal" if self.stop_requested is None or self.stop_requested.startswith("received") \
-            else f"({self.stop_requested})"
-        message = (f"stopped {reason} at step {self.step}; checkpoint {path}; resume with the same command plus "
-                   f"--resume auto")
+        reason = self.stop_requested or "another process asked to stop"
+        message = (f"stopped {'by signal' if reason == SIGNAL_STOP else f'({reason})'} at step {self.step}; "
+                   f"checkpoint {path}; resume with the same command plus --resume auto")
         self.metrics.status.update(self.step, health="interrupted", message=message)
         self.say(message)
 
