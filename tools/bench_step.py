@@ -247,8 +247,9 @@ class BareLoop:
     def __init__(self, config: Any, weights_from: torch.nn.Module):
         from qwen_swe.modeling import load_model
         from qwen_swe.objective import TalkerObjective
-        from qwen_swe.train.model_setup import prepare_model, resolve_attn_implementation
+        from qwen_swe.train.model_setup import prepare_model
         from qwen_swe.train.optim import build_optimizer, build_scheduler, param_groups
+        from qwen_swe.train.precision import resolve_attn_implementation
 
         attn, _ = resolve_attn_implementation(config.model.attn_implementation, "cpu")
         wrapper = load_model(config.model.path, attn_implementation=attn)
