@@ -36,8 +36,8 @@ import torch
 
 from .language import taken_rows
 from .model_shapes import CODEBOOK_SIZE
-from .train import checkpoint as ckpt
 from .fingerprints import model_fingerprint
+from .train import checkpoint as ckpt
 from .train.provenance import MANIFEST
 
 WEIGHTS = "model.safetensors"

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .audio_stats import DEFAULT_SILENCE_DBFS
 from ..train.hooks import TrainerHook
+from .audio_stats import DEFAULT_SILENCE_DBFS
 from .synth import SamplingSettings, Synthesis, Voice, open_model, synthesize
 
 

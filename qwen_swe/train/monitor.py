@@ -163,10 +163,11 @@ class MetricsProcessor:
                 **{f"lr/{name}": lr for name, lr in learning_rates.items()},
                 **memory_usage(self.device_type), **layer_stats}
 
-    def write(self, record: dict[str, Any]) -> None:
-        """metrics.jsonl and TensorBoard every `log_every` steps, at the last step and at every non-finite step."""
+    def write(self, record: dict[str, Any], keep: bool = False) -> None:
+        """metrics.jsonl and TensorBoard every `log_every` steps, at the last step, at every non-finite step and
+        whenever `keep` (a step that measured per-layer statistics, which are rare and must not be thinned away)."""
         step = record["step"]
-        if step % self.log_every == 0 or step == self.max_steps or not record["finite"]:
+        if keep or step % self.log_every == 0 or step == self.max_steps or not record["finite"]:
             if self.accelerator.is_main_process:
                 self.log.append(record)
             scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}

@@ -179,7 +179,7 @@ def first_non_finite(objective: nn.Module, batch: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ fault injection
-FAULT_ENV = "QWEN_SWE_INJECT_NONFINITE"  # "module=<name>;keys=<k1,k2>": see install_fault_injection
+FAULT_ENV = "QWEN_SWE_INJECT_NONFINITE"  # "module=<name>;keys=<k1,k2>": see FaultInjector
 
 
 class FaultInjector:

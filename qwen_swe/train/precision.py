@@ -126,7 +126,8 @@ def apply_precision(model: Any, precision: Precision, keep_fp32: list[str], devi
                 continue  # DeepSpeed owns its dtype (its config's bf16 section, fp32 master weights)
             if parameter.is_floating_point() and parameter.dtype != torch.float32:
                 parameter.data = parameter.data.float()
-        return {"name": precision.mode, "weights": "fp32", "autocast": precision.autocast}
+        # DeepSpeed casts its copy itself (bf16 under a bf16 config); everyone else trains these fp32 weights
+        return {"name": precision.mode, "weights": precision.weights, "autocast": precision.autocast}
     kept, used = [], set()
     for name, module in model.named_modules():
         direct = [p for p in module.parameters(recurse=False) if p.is_floating_point()]

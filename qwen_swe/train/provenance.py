@@ -22,7 +22,7 @@ MANIFEST = "run_manifest.json"
 RECORDED_PACKAGES = ("qwen-swe", "torch", "transformers", "accelerate", "deepspeed", "peft", "bitsandbytes",
                      "qwen-tts", "webdataset")
 # Manifest entries besides the math that a resume compares.
-RESUME_IDENTITY = ("model_fingerprint", "shards_fingerprint", "world_size", "seed")
+RESUME_IDENTITY = ("model_fingerprint", "shards_fingerprint", "world_size", "seed", "precision_strategy")
 # Changes after which the data reader re-deals the remaining samples instead of continuing each rank's position.
 RESHARDING_CHANGES = frozenset({"world_size", "shards_fingerprint"})
 
@@ -56,15 +56,15 @@ def build_manifest(config: RunConfig, *, shards_fingerprint: str, world_size: in
 
 
 def manifest_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """{name: (saved, current)} for every math knob and identity entry that differs.
+    """{name: (saved, current)} for every math knob of the current run and identity entry that differs.
 
     A knob the saved manifest lacks (added to the config since, or inert then: LoRA settings of a full run) stood
-    at its default there; it counts as changed only when the current run sets it to something else."""
+    at its default there, so it counts as changed only when the current run sets it to something else. A knob the
+    current run lacks is inert now (or gone), so only the change that made it so is named (e.g. train.mode)."""
     defaults = _flatten(RunConfig().to_dict())
     changes = {}
-    for key in sorted(set(saved["math"]) | set(current["math"])):
+    for key, now in current["math"].items():
         was = saved["math"].get(key, defaults.get(key))
-        now = current["math"].get(key, defaults.get(key))
         if was != now:
             changes[key] = (was, now)
     for key in RESUME_IDENTITY:
@@ -94,6 +94,9 @@ def check_resume_compatible(saved: Mapping[str, Any], current: Mapping[str, Any]
 NOT_MATH = frozenset({
     "model.path", "model.attn_implementation",
     "data.shards", "data.eval_split", "data.num_workers",
+    # retokenize only decides between refusing shards whose stored ids came from another tokenizer and tokenizing
+    # their text again; whenever a run proceeds either way, the ids it trains on are the same
+    "data.retokenize",
     "train.gradient_checkpointing",
     "run.output_dir", "run.max_steps", "run.eval_every", "run.eval_batches", "run.checkpoint_every",
     "run.keep_last", "run.log_every", "run.activation_stats_every", "run.non_finite_patience", "run.tensorboard",

@@ -30,7 +30,7 @@ from ..files import write_json_atomic
 from ..layout import Batch, SequenceLayout
 from ..objective import TalkerObjective
 from .checkpointer import Checkpointer, Progress
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .evaluator import HeldOutEvaluator
 from .hooks import Hooks, TrainerHook
 from .monitor import REPORT, MetricsProcessor, StepTally
@@ -81,6 +81,9 @@ class Trainer:
         self.hooks = Hooks(hooks)
         set_seed(config.run.seed, device_specific=True)
         self.max_steps = config.run.max_steps
+        if self.max_steps <= 0:  # load_config resolves 0 to schedule.total_steps; a hand-built config may not
+            raise ConfigError("run.max_steps: 0 steps to train; set it, or build the config with load_config, which "
+                              "takes schedule.total_steps for 0")
         self.progress = Progress()
         self.checkpointer = Checkpointer(self.accelerator, self.run_dir, config.run, self.max_steps)
         self.resume_from = self.checkpointer.resume_point(resume)
@@ -207,7 +210,7 @@ class Trainer:
             outcome = self.train_step(batches)
             self.progress.step += 1
             record = self.step_record(outcome)
-            self.metrics.write(record)
+            self.metrics.write(record, keep=bool(outcome.layer_stats))
             if self._observe_numerics(record, outcome.tally):
                 exit_code = EXIT_NON_FINITE
                 break

@@ -31,13 +31,23 @@ def test_resume_refuses_changes_unless_named_and_reads_new_knobs_at_their_defaul
     default there (added to the config since, or inert), so only a non-default value counts as a change."""
     def manifest(*overrides: str, world_size: int = 2) -> dict:
         return {"math": math_fingerprint(config_with(*overrides)), "model_fingerprint": "m", "seed": 0,
-                "shards_fingerprint": "s", "world_size": world_size}
+                "shards_fingerprint": "s", "world_size": world_size, "precision_strategy": "fp32"}
 
     saved = manifest()
-    del saved["math"]["data.retokenize"]  # a run saved before the knob existed
+    del saved["math"]["objective.mask_suppressed_logits"]  # as if saved before the knob existed
     assert check_resume_compatible(saved, manifest(), tmp_path, ()) is False
-    with pytest.raises(ResumeRefused, match=r"data.retokenize: False -> True\n.*--allow-changes data.retokenize"):
-        check_resume_compatible(saved, manifest("data.retokenize=true"), tmp_path, ())
+    with pytest.raises(ResumeRefused, match=r"mask_suppressed_logits: True -> False\n.*--allow-changes objective"):
+        check_resume_compatible(saved, manifest("objective.mask_suppressed_logits=false"), tmp_path, ())
+    # a knob that is inert now is not named: leaving LoRA names train.mode, not the rank it had
+    lora = manifest("train.mode=lora", "train.lora.r=32")
+    with pytest.raises(ResumeRefused, match=r"refusing.*\n  train.mode: 'lora' -> 'full'\nresume unchanged"):
+        check_resume_compatible(lora, manifest(), tmp_path, ())
+    assert check_resume_compatible(lora, manifest(), tmp_path, ("train.mode",)) is False
+    # DeepSpeed's precision is the run's too: a bf16 run does not continue in fp32 unless named
+    with pytest.raises(ResumeRefused, match="precision_strategy"):
+        check_resume_compatible({**saved, "precision_strategy": "deepspeed-bf16 (fp32 master weights)"},
+                                {**manifest(), "precision_strategy": "deepspeed-fp32 (fp32 master weights)"},
+                                tmp_path, ())
     with pytest.raises(ResumeRefused, match=r"optim.lr: 2e-05 -> 0.0001"):
         check_resume_compatible(saved, manifest("optim.lr=1e-4"), tmp_path, ())
     assert check_resume_compatible(saved, manifest("optim.lr=1e-4"), tmp_path, ("optim.lr",)) is False

@@ -70,8 +70,11 @@ def test_hooks_see_the_loop_and_stop_it_with_a_checkpoint(tiny_06b, tmp_path, fr
     assert (run_dir / "checkpoints" / "step-00000005" / "COMPLETE").is_file()
     status = json.loads((run_dir / "status.json").read_text())
     assert status["health"] == "interrupted" and "recorder says enough" in status["message"]
-    # run.log_every=3: metrics.jsonl holds step 3 only (steps 1-5 were all finite; the last step is 8)
-    assert [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [3]
+    # run.log_every=3 keeps step 3, and steps 1 and 5, which measured per-layer statistics (the smoke preset's
+    # activation_stats_every=4 arms the steps after 0 and 4 completed steps); steps 1-5 were finite, the last is 8
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in records] == [1, 3, 5]
+    assert ["talker.0" in " ".join(record) for record in records] == [True, False, True]
     best = json.loads((run_dir / "checkpoints" / "best.json").read_text())
     assert best["checkpoint"] == "step-00000005" and best["eval_loss"] == status["last_eval"]["loss"]
 

@@ -1,5 +1,6 @@
 """Checking a `RunConfig` up front: every wrong field at once, each error naming the field and what would fix it
-("optim.lr: must be > 0, got -1"). Runs on every config the loader builds and before a run saves its config.
+("optim.lr: must be > 0, got -1"). Runs on every config the loader builds; `RunConfig.validate()` runs it again
+after code changes a config in place.
 """
 
 from __future__ import annotations
