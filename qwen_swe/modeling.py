@@ -49,14 +49,45 @@ def skip_scikit_learn_in_transformers() -> None:
 
 
 def import_qwen_tts() -> Any:
-    """Import qwen_tts without its import-time banner about flash-attn (`qwen-swe env` reports attention)."""
+    """Import qwen_tts without its import-time banners: flash-attn (`qwen-swe env` reports attention) and SoX."""
     import contextlib
     import io
 
     skip_scikit_learn_in_transformers()
+    import_sox_quietly()
     with contextlib.redirect_stdout(io.StringIO()):
         import qwen_tts
     return qwen_tts
+
+
+def import_sox_quietly() -> None:
+    """qwen_tts imports the `sox` module (for its 25 Hz tokenizer; the 12 Hz models never use SoX). At import that
+    module runs `sox -h` through a shell and, where the SoX program is missing, the shell's "sox: not found" and a
+    "SoX could not be found!" banner reach the terminal and read like a failure. Import it once with that probe's
+    stderr and that banner held back; nothing in qwen-swe needs the SoX program."""
+    import importlib.util
+    import logging
+    import os
+    import sys
+
+    if "sox" in sys.modules or importlib.util.find_spec("sox") is None:
+        return
+
+    def not_the_banner(record: logging.LogRecord) -> bool:
+        return "SoX could not be found" not in record.getMessage()
+
+    logger = logging.getLogger("sox")
+    logger.addFilter(not_the_banner)
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        importlib.import_module("sox")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+        logger.removeFilter(not_the_banner)
 
 
 def load_model_config(model_dir: str | Path) -> Any:

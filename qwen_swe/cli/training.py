@@ -35,6 +35,7 @@ def train(config_path: str | None, preset: str | None, resume: str | None, allow
 
     try:
         config = load_config(config_path, preset, list(overrides))
+        config.check_paths()  # a missing model folder or shard index is named before anything loads
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     allowed = tuple(item.strip() for item in allow_changes.split(",") if item.strip())

@@ -699,11 +699,13 @@ def build_shards(config: BuildConfig, encoder: Any = None, restart: bool = False
     from ..fingerprints import text_tokenizer_fingerprints, weight_fingerprints
     from .encode import codec_frame_samples, resolve_precision
 
+    from ..modeling import check_model_folder
+
     config.check()
+    model_dir = check_model_folder(config.model)  # names a missing speech_tokenizer/ etc. before any work
     out = Path(config.out)
     if restart:
         remove_build_outputs(out)
-    model_dir = Path(config.model)
     identity = {**config.identity(), "codec_precision": resolve_precision(config.codec_precision, config.device),
                 "fingerprints": {"codec": weight_fingerprints(model_dir / "speech_tokenizer"),
                                  "model": weight_fingerprints(model_dir),

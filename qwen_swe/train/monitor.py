@@ -19,6 +19,9 @@ from ..files import write_json_atomic
 METRICS = "metrics.jsonl"
 STATUS = "status.json"
 REPORT = "report.json"
+# A training run rewrites status.json after every step; one that has not for this long is presumed dead (a step,
+# an eval or a checkpoint save at real scale takes minutes, not a quarter of an hour).
+STALE_AFTER_SECONDS = 15 * 60
 
 
 def memory_usage(device_type: str) -> dict[str, float]:
@@ -190,11 +193,16 @@ def render_status(run_dir: str | Path) -> str:
     if not status_path.exists():
         raise ValueError(f"{run_dir}: no {STATUS}; is this a qwen-swe run directory?")
     status = json.loads(status_path.read_text(encoding="utf-8"))
+    health = status.get("health")
+    silent = time.time() - status.get("updated", time.time())
+    if health == "training" and silent > STALE_AFTER_SECONDS:
+        health = (f"not responding: no update for {silent / 60:.0f} min (the process died or hangs; resume with "
+                  "--resume auto)")
     lines = [f"run:          {run_dir}",
-             f"health:       {status.get('health')}",
+             f"health:       {health}",
              f"step:         {status.get('step')} / {status.get('max_steps')}   epoch {status.get('epoch')}"]
     eta = status.get("eta_seconds")
-    if eta is not None and status.get("health") == "training":
+    if eta is not None and health == "training":
         lines.append(f"eta:          {eta / 3600:.1f} h" if eta > 3600 else f"eta:          {eta / 60:.1f} min")
     metrics = MetricsLog(run_dir).read()
     if metrics:
@@ -215,4 +223,6 @@ def render_status(run_dir: str | Path) -> str:
         lines.append(f"non-finite:   {status['non_finite_total']} step(s) skipped")
     if status.get("message"):
         lines.append(f"message:      {status['message']}")
+    if status.get("health") == "crashed" and status.get("error"):
+        lines.append(f"error:        {status['error']}")
     return "\n".join(lines)

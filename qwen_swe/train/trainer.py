@@ -63,7 +63,11 @@ class Trainer:
 
         self.config = config
         self.run_dir = Path(config.run.output_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"run.output_dir: cannot create {self.run_dir} ({error.strerror or error}); choose a "
+                              "folder this user can write") from error
         self.accelerator = Accelerator(
             gradient_accumulation_steps=config.optim.accumulation,
             mixed_precision=mixed_precision_for_accelerator(config.train.precision),
@@ -87,6 +91,7 @@ class Trainer:
         self.progress = Progress()
         self.checkpointer = Checkpointer(self.accelerator, self.run_dir, config.run, self.max_steps)
         self.resume_from = self.checkpointer.resume_point(resume)
+        self._check_fresh_start(resume)
         self.train_index = ShardIndex(config.data.shards, config.data.train_split)
         self.manifest = build_manifest(config, shards_fingerprint=self.train_index.fingerprint,
                                        world_size=self.accelerator.num_processes,
@@ -98,6 +103,19 @@ class Trainer:
             saved = json.loads((self.run_dir / MANIFEST).read_text(encoding="utf-8"))
             self.reshard = check_resume_compatible(saved, self.manifest, self.resume_from, allow_changes)
         self._build()
+
+    def _check_fresh_start(self, resume: Optional[str]) -> None:
+        """A run folder belongs to one run: never start over on top of another run's checkpoints, and say when
+        `--resume auto` finds nothing to resume."""
+        if self.resume_from is not None:
+            return
+        newest = self.checkpointer.latest()
+        if newest is not None:
+            raise ConfigError(f"run.output_dir: {self.run_dir} holds checkpoints of an earlier run (newest: "
+                              f"{newest.name}); continue it with --resume auto, or start this run in another "
+                              "run.output_dir (or delete that folder first)")
+        if resume == "auto":
+            self.say(f"--resume auto: no complete checkpoint in {self.run_dir / 'checkpoints'}; starting from step 0")
 
     @property
     def step(self) -> int:
@@ -203,7 +221,15 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ the loop
     def run(self) -> int:
-        """Train until run.max_steps, a stop request (signal or hook) or too many non-finite steps; the exit code."""
+        """Train until run.max_steps, a stop request (signal or hook) or too many non-finite steps; the exit code.
+        A crash is written to status.json (health "crashed", the error) before it propagates."""
+        try:
+            return self._run()
+        except BaseException as error:
+            self.metrics.status.update(self.step, health="crashed", error=f"{type(error).__name__}: {error}"[:2000])
+            raise
+
+    def _run(self) -> int:
         self._start()
         batches, exit_code = self.train_batches(), EXIT_OK
         while self.step < self.max_steps:
@@ -244,6 +270,9 @@ class Trainer:
         if self.resume_from is not None:
             self._resume()
         elif self.main:
+            # Starting at step 0: whatever metrics.jsonl holds never reached a checkpoint (the folder holds none;
+            # otherwise the Trainer refused to start), so it is a timeline that did not happen.
+            self.metrics.log.truncate(0)
             write_json_atomic(self.run_dir / MANIFEST, self.manifest)
         if config.run.tensorboard:
             accelerator.init_trackers("qwen-swe", config={"precision": self.precision.label})

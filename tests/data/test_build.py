@@ -258,3 +258,17 @@ def test_cli_build_and_help(tmp_path, tiny_06b, encoder):
         np.testing.assert_allclose(sample["xvector"], encoder.xvector(load_audio(reference_audio).samples), atol=1e-6)
     help_text = runner.invoke(main, ["shards", "build", "--help"]).output
     assert "RixVox" in help_text and "Common Voice" in help_text and "--speaker-column client_id" in help_text
+
+
+def test_a_model_folder_without_its_codec_is_named_before_any_work(tmp_path, tiny_06b):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_06b, model, ignore=shutil.ignore_patterns("speech_tokenizer"))
+    corpus = tmp_path / "nst"
+    write_clip(corpus / "u0.wav", seed=20)
+    (corpus / "u0.txt").write_text(TEXTS[0], encoding="utf-8")
+    result = CliRunner().invoke(main, ["shards", "build", str(tmp_path / "shards"), "--model", str(model),
+                                       "--folder", str(corpus), "--no-progress"])
+    assert result.exit_code == 1 and "missing speech_tokenizer/config.json" in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "shards").exists()

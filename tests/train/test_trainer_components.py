@@ -13,20 +13,7 @@ from qwen_swe.data.synthetic import synthetic_shards
 from qwen_swe.train.hooks import TrainerHook
 
 from ..launching import ROOT, environment
-
-
-def fresh_accelerate_state_reset() -> None:
-    """Trainers in one process share accelerate's singleton state: each starts from a clean one."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
-@pytest.fixture
-def fresh_accelerate_state():
-    fresh_accelerate_state_reset()
-    yield
-    fresh_accelerate_state_reset()
+from .conftest import fresh_accelerate_state_reset
 
 
 class Recorder(TrainerHook):
