@@ -27,7 +27,8 @@ def train(config_path: str | None, preset: str | None, resume: str | None, allow
     Several processes:  accelerate launch --config_file accelerate_configs/cpu_zero2.yaml -m qwen_swe train ...
     Resume:             the same command plus --resume auto
     Watch:              qwen-swe status RUN_DIR   and   tensorboard --logdir RUN_DIR/tb
-    Exit codes: 0 finished or stopped cleanly by SIGTERM/SIGINT (resumable), 3 stopped on non-finite numbers.
+    Exit codes: 0 finished or stopped cleanly by SIGTERM/SIGINT (resumable), 3 stopped on non-finite numbers,
+    4 stopped on more bad samples than data.max_bad_samples allows (listed in RUN_DIR/bad_samples/).
     """
     from ..quality.training_audio import training_hooks
     from ..train.config import load_config

@@ -54,6 +54,7 @@ class SampleRef(NamedTuple):
 class ShardInfo:
     path: Path
     entries: list[dict[str, Any]]
+    bytes: Optional[int] = None  # the tar's size as index.json records it
 
 
 def _rng(*parts: Any) -> random.Random:
@@ -92,7 +93,8 @@ class ShardIndex:
             if not entries_path.exists():
                 raise ValueError(f"{entries_path}: entry list of shard {shard['path']} is missing; rebuild the shards")
             entries = json.loads(entries_path.read_text(encoding="utf-8"))
-            self.shards.append(ShardInfo(path=self.dataset_dir / shard["path"], entries=entries))
+            self.shards.append(ShardInfo(path=self.dataset_dir / shard["path"], entries=entries,
+                                         bytes=shard.get("bytes")))
         # What a resumed run must agree on: the shard set and its contents.
         self.fingerprint = hashlib.sha256(
             json.dumps([[s["path"], s["sha256"], s["samples"]] for s in shards]).encode()
@@ -101,6 +103,17 @@ class ShardIndex:
     @property
     def num_samples(self) -> int:
         return sum(len(s.entries) for s in self.shards)
+
+    def file_problems(self) -> list[str]:
+        """Shard tars that are missing or whose size is not the one index.json records (cheap: no reading), one
+        line each; a run checks them before it starts rather than meeting them as unreadable samples."""
+        problems = []
+        for shard in self.shards:
+            if not shard.path.is_file():
+                problems.append(f"{shard.path}: missing")
+            elif shard.bytes is not None and shard.path.stat().st_size != shard.bytes:
+                problems.append(f"{shard.path}: {shard.path.stat().st_size} bytes, index.json records {shard.bytes}")
+        return problems
 
 
 def plan_epoch(index: ShardIndex, seed: int, epoch: int, frame_budget: int, pool_size: int = 2048,

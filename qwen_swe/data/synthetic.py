@@ -70,7 +70,7 @@ def write_split(root: Path, split: str, shards: Iterable[Sequence[SyntheticSampl
         entries_path.write_text(json.dumps(entries))
         records.append({"path": f"{split}/{tar_path.name}", "entries": f"{split}/{entries_path.name}",
                         "samples": len(samples), "frames": sum(s.frames for s in samples),
-                        "sha256": hashlib.sha256(tar_path.read_bytes()).hexdigest()})
+                        "bytes": tar_path.stat().st_size, "sha256": hashlib.sha256(tar_path.read_bytes()).hexdigest()})
     return records
 
 

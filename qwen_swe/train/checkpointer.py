@@ -27,6 +27,9 @@ class Progress:
     best_eval: Optional[float] = None  # the lowest held-out loss a checkpoint was saved at
     last_eval: Optional[dict[str, Any]] = None
     non_finite_total: int = 0
+    samples_read: int = 0  # by every rank together, bad ones included
+    bad_samples: int = 0  # unreadable or invalid samples skipped, every rank together
+    data_skipped_steps: int = 0  # steps with no usable sample, so no update
 
 
 class Checkpointer:
@@ -50,7 +53,8 @@ class Checkpointer:
             progress.best_eval = last["loss"]
         state = {"step": progress.step, "epoch": progress.epoch, "best_eval": progress.best_eval,
                  "last_eval": progress.last_eval, "non_finite_total": progress.non_finite_total,
-                 "metrics_offset": metrics_offset}
+                 "samples_read": progress.samples_read, "bad_samples": progress.bad_samples,
+                 "data_skipped_steps": progress.data_skipped_steps, "metrics_offset": metrics_offset}
         rank = self.accelerator.process_index
         path = ckpt.save_checkpoint(self.accelerator, self.run_dir, progress.step, state,
                                     {position_file(rank): position.state_dict()}, keep_last=self.keep_last)
@@ -67,6 +71,8 @@ class Checkpointer:
         progress.step, progress.best_eval = state["step"], state.get("best_eval")
         progress.last_eval = state.get("last_eval")
         progress.non_finite_total = state.get("non_finite_total", 0)
+        progress.samples_read, progress.bad_samples = state.get("samples_read", 0), state.get("bad_samples", 0)
+        progress.data_skipped_steps = state.get("data_skipped_steps", 0)
         saved = path / position_file(self.accelerator.process_index)
         if not saved.exists():  # the saved run had fewer ranks: continue from rank 0's position
             saved = path / position_file(0)

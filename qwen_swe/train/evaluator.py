@@ -20,7 +20,9 @@ class HeldOutEvaluator:
         self.accelerator, self.layout, self.stream_config = accelerator, layout, stream_config
         self.every, self.batches = config.run.eval_every, config.run.eval_batches
         self.everyone = everyone  # True when a flag holds on every rank
-        self.index: Optional[ShardIndex] = ShardIndex(config.data.shards, config.data.eval_split) if self.every else None
+        self.index: Optional[ShardIndex] = None
+        if self.every:
+            self.index = ShardIndex(config.data.shards, config.data.eval_split)
 
     @property
     def enabled(self) -> bool:

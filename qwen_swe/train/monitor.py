@@ -107,11 +107,13 @@ class StepTally:
     keys: list[str] = field(default_factory=list)
     batches: list[dict[str, Any]] = field(default_factory=list)  # layout and keys per micro-batch (diagnosis)
     all_finite: bool = True
+    bad_samples: list[dict[str, Any]] = field(default_factory=list)  # shard, key, error of each sample skipped
 
     def fetch(self, batches: Iterator[Any]) -> Any:
         fetching = time.perf_counter()
         batch = next(batches)
         self.waited += time.perf_counter() - fetching
+        self.bad_samples += batch.extra.get("bad_samples", [])
         return batch
 
     def add(self, batch: Any, out: dict[str, Any], finite: bool) -> None:
@@ -156,21 +158,26 @@ class MetricsProcessor:
         losses = tally.losses if tally.keys else dict.fromkeys(LOSS_NAMES, float("nan"))
         world = self.accelerator.num_processes
         summed = self.accelerator.reduce(
-            torch.tensor([tally.frames, tally.positions, tally.padded, len(tally.keys)] + [losses[n] for n in LOSS_NAMES],
-                         device=self.accelerator.device, dtype=torch.float64), reduction="sum").tolist()
-        frames, positions, padded, samples, *loss_sums = summed
+            torch.tensor([tally.frames, tally.positions, tally.padded, len(tally.keys), len(tally.bad_samples)]
+                         + [losses[n] for n in LOSS_NAMES], device=self.accelerator.device, dtype=torch.float64),
+            reduction="sum").tolist()
+        frames, positions, padded, samples, bad, *loss_sums = summed
         return {"step": step, "epoch": epoch, **{n: value / world for n, value in zip(LOSS_NAMES, loss_sums)},
-                "grad_norm": grad_norm, "finite": finite, "frames_per_s": frames / elapsed,
+                "grad_norm": grad_norm, "finite": finite, "samples": int(samples), "bad_samples": int(bad),
+                # no micro-batch of the step had a usable sample on every rank: nothing was scored or updated
+                "data_skipped": not tally.keys, "frames_per_s": frames / elapsed,
                 "samples_per_s": samples / elapsed, "padding_efficiency": positions / max(padded, 1.0),
                 "data_wait_fraction": tally.waited / elapsed,
                 **{f"lr/{name}": lr for name, lr in learning_rates.items()},
                 **memory_usage(self.device_type), **layer_stats}
 
     def write(self, record: dict[str, Any], keep: bool = False) -> None:
-        """metrics.jsonl and TensorBoard every `log_every` steps, at the last step, at every non-finite step and
-        whenever `keep` (a step that measured per-layer statistics, which are rare and must not be thinned away)."""
+        """metrics.jsonl and TensorBoard every `log_every` steps, at the last step, at every step that was not
+        finite or skipped bad samples, and whenever `keep` (a step that measured per-layer statistics: rare, and
+        never thinned away)."""
         step = record["step"]
-        if keep or step % self.log_every == 0 or step == self.max_steps or not record["finite"]:
+        event = not record["finite"] or record["bad_samples"]
+        if keep or event or step % self.log_every == 0 or step == self.max_steps:
             if self.accelerator.is_main_process:
                 self.log.append(record)
             scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}

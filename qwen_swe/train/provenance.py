@@ -97,6 +97,7 @@ NOT_MATH = frozenset({
     # retokenize only decides between refusing shards whose stored ids came from another tokenizer and tokenizing
     # their text again; whenever a run proceeds either way, the ids it trains on are the same
     "data.retokenize",
+    "data.max_bad_samples",  # when to give up on bad data, not what is computed
     "train.gradient_checkpointing",
     "run.output_dir", "run.max_steps", "run.eval_every", "run.eval_batches", "run.checkpoint_every",
     "run.keep_last", "run.log_every", "run.activation_stats_every", "run.non_finite_patience", "run.tensorboard",

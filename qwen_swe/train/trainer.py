@@ -42,6 +42,9 @@ log = logging.getLogger("qwen_swe.train")
 
 EXIT_OK = 0
 EXIT_NON_FINITE = 3
+EXIT_BAD_DATA = 4
+BAD_SAMPLES_DIR = "bad_samples"  # bad_samples/rank{R}.jsonl: every sample a rank skipped, with the step
+SHARE_JUDGED_AFTER = 100  # samples read before a share budget (data.max_bad_samples < 1) is judged
 SIGNAL_STOP = "signal"  # the stop reason SIGTERM/SIGINT give
 
 
@@ -93,6 +96,7 @@ class Trainer:
         self.resume_from = self.checkpointer.resume_point(resume)
         self._check_fresh_start(resume)
         self.train_index = ShardIndex(config.data.shards, config.data.train_split)
+        check_shard_files(self.train_index)
         self.manifest = build_manifest(config, shards_fingerprint=self.train_index.fingerprint,
                                        world_size=self.accelerator.num_processes,
                                        distributed_type=str(self.accelerator.distributed_type),
@@ -159,6 +163,8 @@ class Trainer:
             on_bad_sample=config.data.on_bad_sample, retokenize=config.data.retokenize,
         )
         self.evaluator = HeldOutEvaluator(accelerator, config, self.layout, self.stream_config, self._all)
+        if self.evaluator.index is not None:
+            check_shard_files(self.evaluator.index)
         self.guard = NonFiniteGuard(patience=config.run.non_finite_patience)
         self.metrics = MetricsProcessor(accelerator, self.run_dir, self.max_steps, config.run.log_every,
                                         self.device_type)
@@ -237,6 +243,9 @@ class Trainer:
             self.progress.step += 1
             record = self.step_record(outcome)
             self.metrics.write(record, keep=bool(outcome.layer_stats))
+            if self._observe_data(record, outcome.tally):
+                exit_code = EXIT_BAD_DATA
+                break
             if self._observe_numerics(record, outcome.tally):
                 exit_code = EXIT_NON_FINITE
                 break
@@ -250,7 +259,8 @@ class Trainer:
                     self._interrupted(path)
                     break
             self.metrics.status.update(self.step, health="training", epoch=self.progress.epoch,
-                                       last_eval=self.last_eval, non_finite_total=self.guard.total)
+                                       last_eval=self.last_eval, non_finite_total=self.guard.total,
+                                       bad_samples=self.progress.bad_samples)
         self.metrics.close()
         if exit_code == EXIT_OK and self.step >= self.max_steps:
             self._finish()
@@ -299,6 +309,8 @@ class Trainer:
         progress.epoch, progress.batches_done = saved_position.resume_start(current, allow_reshard=self.reshard)
         if self.main:
             self.metrics.log.truncate(metrics_offset)
+        forget_bad_samples_after(self.run_dir / BAD_SAMPLES_DIR / f"rank{accelerator.process_index}.jsonl",
+                                 self.step)
         self.say(f"resumed from {path} at step {self.step} (epoch {progress.epoch}, batch {progress.batches_done})")
 
     def save(self) -> Path:
@@ -316,8 +328,43 @@ class Trainer:
         self.say(f"step {self.step}: eval loss {results['loss']:.4f}")
         self.hooks.on_eval(self, results)
 
+    def _observe_data(self, record: dict[str, Any], tally: StepTally) -> bool:
+        """Count skipped samples (listed per rank under bad_samples/) and data-skipped steps; True when the run has
+        met more bad samples than `data.max_bad_samples` allows (it then says where and stops)."""
+        progress = self.progress
+        progress.samples_read += record["samples"] + record["bad_samples"]
+        progress.bad_samples += record["bad_samples"]
+        if tally.bad_samples:
+            folder = self.run_dir / BAD_SAMPLES_DIR
+            folder.mkdir(exist_ok=True)
+            with open(folder / f"rank{self.accelerator.process_index}.jsonl", "a", encoding="utf-8") as listing:
+                for bad in tally.bad_samples:
+                    listing.write(json.dumps({"step": self.step, **bad}) + "\n")
+        if record["data_skipped"]:
+            progress.data_skipped_steps += 1
+            self.say(f"step {self.step}: no usable sample in this step's batches (bad samples skipped, listed in "
+                     f"{self.run_dir / BAD_SAMPLES_DIR}); no update")
+        budget = self.config.data.max_bad_samples
+        over = budget and (progress.bad_samples > budget if budget >= 1 else
+                           progress.samples_read >= SHARE_JUDGED_AFTER
+                           and progress.bad_samples > budget * progress.samples_read)
+        if not over:
+            return False
+        shards = sorted({Path(bad["shard"]).name for bad in tally.bad_samples})
+        message = (f"{progress.bad_samples} bad samples of {progress.samples_read} read, more than "
+                   f"data.max_bad_samples={budget:g} allows (latest in {', '.join(shards) or 'other ranks'}; all "
+                   f"listed in {self.run_dir / BAD_SAMPLES_DIR}); run `qwen-swe shards verify "
+                   f"{self.config.data.shards}`, rebuild or restore the shards, or raise data.max_bad_samples")
+        self.metrics.status.update(self.step, health="stopped: bad data", message=message,
+                                   bad_samples=progress.bad_samples)
+        self.say(message)
+        return True
+
     def _observe_numerics(self, record: dict[str, Any], tally: StepTally) -> bool:
-        """Count a non-finite step; after `run.non_finite_patience` in a row, leave the diagnostic bundle and stop."""
+        """Count a non-finite step; after `run.non_finite_patience` in a row, leave the diagnostic bundle and stop.
+        A step that had nothing to score (a data skip) is not a numerics event."""
+        if record["data_skipped"]:
+            return False
         stop = self.guard.observe(self.step, record["finite"], record["loss"], record["grad_norm"], tally.keys)
         if not record["finite"]:
             self.say(f"step {self.step}: non-finite loss/gradient ({record['loss']}, grad norm "
@@ -352,9 +399,30 @@ class Trainer:
             self.progress.last_eval = self.evaluator.evaluate(self.objective, self.step)
         report = {"steps": self.step, "epoch": self.progress.epoch, "last_eval": self.last_eval,
                   "best_eval": self.progress.best_eval, "non_finite_total": self.guard.total,
+                  "samples_read": self.progress.samples_read, "bad_samples": self.progress.bad_samples,
+                  "data_skipped_steps": self.progress.data_skipped_steps,
                   "last_checkpoint": str(self.checkpointer.latest()), "manifest": self.manifest}
         if self.main:
             write_json_atomic(self.run_dir / REPORT, report)
         self.metrics.status.update(self.step, health="finished", last_eval=self.last_eval,
                                    non_finite_total=self.guard.total)
         self.say(f"finished {self.step} steps; report {self.run_dir / REPORT}")
+
+
+def check_shard_files(index: ShardIndex) -> None:
+    """Refuse to start on shards that are missing or changed in size: the run would meet them as bad samples."""
+    problems = index.file_problems()
+    if problems:
+        listing = "\n".join(f"  {line}" for line in problems[:20]) + (
+            f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise ValueError(f"{index.index_path}: {len(problems)} of {len(index.shards)} shard(s) of split "
+                         f"{index.split!r} cannot be read as recorded:\n{listing}\nrestore them, or rebuild the "
+                         f"shards (`qwen-swe shards verify {index.dataset_dir}` checks every file)")
+
+
+def forget_bad_samples_after(listing: Path, step: int) -> None:
+    """A resumed run replays the steps after its checkpoint: drop their lines so that none is listed twice."""
+    if not listing.is_file():
+        return
+    kept = [line for line in listing.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
+    listing.write_text("".join(line + "\n" for line in kept), encoding="utf-8")

@@ -62,6 +62,9 @@ class DataSection:
         default_factory=lambda: {"streaming": 1.0, "non_streaming": 1.0, "icl": 1.0}
     )
     on_bad_sample: str = "skip"
+    # With on_bad_sample=skip, the most unreadable or invalid samples a run tolerates before it stops (exit 4): a
+    # count (>= 1) or a share of the samples read so far (< 1, judged once 100 samples were read); 0: no limit.
+    max_bad_samples: float = 0.01
     language: str = "swedish"  # used when a sample names none
     # Shards store prompt ids made by the tokenizer they were built with; true: tokenize every text again with this
     # model's tokenizer instead of refusing shards built with another one (slower).

@@ -70,6 +70,10 @@ def _check_data(config: RunConfig, errors: list[str]) -> None:
     _non_negative(errors, "data.max_samples", data.max_samples)
     _non_negative(errors, "data.num_workers", data.num_workers)
     _choice(errors, "data.on_bad_sample", data.on_bad_sample, BAD_SAMPLE_POLICIES)
+    _non_negative(errors, "data.max_bad_samples", data.max_bad_samples)
+    if data.max_bad_samples >= 1 and not float(data.max_bad_samples).is_integer():
+        errors.append(f"data.max_bad_samples: a count (>= 1) must be whole, got {data.max_bad_samples:g}; a share is "
+                      "written below 1, e.g. 0.01")
     _required(errors, "data.language", data.language, "the language of samples that name none")
     for name, weight in data.layouts.items():
         if name not in LAYOUTS:
