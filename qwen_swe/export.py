@@ -85,6 +85,11 @@ def locate_checkpoint(path: str | Path, which: str = "latest") -> tuple[Path, Pa
     if not ckpt.is_complete(checkpoint):
         raise ExportError(f"{checkpoint}: incomplete checkpoint (no {ckpt.COMPLETE} marker: the save did not "
                           "finish); export a complete one, e.g. the run directory's latest")
+    problems = ckpt.checkpoint_problems(checkpoint)
+    if problems:
+        raise ExportError(f"{checkpoint}: damaged checkpoint, its files are not as saved:\n  "
+                          + "\n  ".join(problems)
+                          + "\nexport an older checkpoint (checkpoints/step-*) or restore the file")
     if not (run_dir / "config.yaml").is_file() or not (run_dir / MANIFEST).is_file():
         raise ExportError(f"{run_dir}: config.yaml or {MANIFEST} missing; a checkpoint must stay inside its "
                           "run directory (run_dir/checkpoints/step-*)")
@@ -340,7 +345,7 @@ def export(path: str | Path, out: str | Path, mode: str = "base", dtype: str = "
     return result
 
 
-# ------------------------------------------------------------------------------------------ model folders or checkpoints
+# ---------------------------------------------------------------------------------- model folders or checkpoints
 def is_training_checkpoint(folder: str | Path) -> bool:
     """A run directory (has checkpoints/) or one of its checkpoints (has the COMPLETE marker)."""
     folder = Path(folder)

@@ -4,13 +4,19 @@ Layout of a run directory:
     checkpoints/step-00000500/        accelerate save_state (DeepSpeed: sharded ZeRO files) + our files
         trainer_state.json            step, epoch, best eval, metrics.jsonl offset (written by the main process)
         data_position_rank{R}.json    each rank's reader position
-        COMPLETE                      written last; a directory without it is ignored and cleaned up
+        COMPLETE                      written last (the step and every file's size); a directory without it is
+                                      ignored and cleaned up
     checkpoints/latest                text file naming the newest complete checkpoint (replaced atomically)
     checkpoints/best.json             the best checkpoint by eval loss (kept by retention)
 
 Saving: every rank writes into `checkpoints/.tmp-step-N`, a barrier, then the main process marks it complete,
 renames it into place, updates `latest` and applies retention. A crash at any point leaves the previous checkpoint
 loadable, and never deletes the newest complete one.
+
+Loading verifies: `checkpoint_problems` compares every file with the size COMPLETE recorded (a file truncated or
+lost later, by a full disk or a copy that stopped half way). `--resume auto` takes the newest checkpoint that
+verifies and says which newer ones it passed over and why; export and an explicit `--resume PATH` refuse a broken
+one, naming the file. Checkpoints written before COMPLETE recorded sizes (it held the step alone) are trusted.
 """
 
 from __future__ import annotations
@@ -47,6 +53,36 @@ def complete_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(p for p in root.glob("step-*") if p.is_dir() and is_complete(p))
 
 
+def checkpoint_problems(path: Path) -> list[str]:
+    """Files of a complete checkpoint that are missing or not the size COMPLETE recorded, one line each."""
+    try:
+        recorded = json.loads((path / COMPLETE).read_text(encoding="utf-8"))
+    except ValueError:
+        recorded = None
+    if not isinstance(recorded, dict):  # a checkpoint from before sizes were recorded: COMPLETE holds the step alone
+        return []
+    problems = []
+    for name, size in recorded.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            problems.append(f"{file}: missing")
+        elif file.stat().st_size != size:
+            problems.append(f"{file}: {file.stat().st_size} bytes, {size} when saved")
+    return problems
+
+
+def newest_verified(run_dir: str | Path, say: Callable[[str], None] = print) -> Optional[Path]:
+    """The newest complete checkpoint whose files are as saved; newer broken ones are named and passed over."""
+    latest = find_latest(run_dir)
+    candidates = [p for p in complete_checkpoints(run_dir) if latest is None or p.name <= latest.name]
+    for path in reversed(candidates):
+        problems = checkpoint_problems(path)
+        if not problems:
+            return path
+        say(f"warning: checkpoint {path.name} is damaged ({'; '.join(problems[:3])}); trying an older one")
+    return None
+
+
 def find_latest(run_dir: str | Path) -> Optional[Path]:
     """The newest complete checkpoint (the `latest` pointer if it is valid, else a scan)."""
     root = checkpoints_dir(run_dir)
@@ -60,18 +96,24 @@ def find_latest(run_dir: str | Path) -> Optional[Path]:
     return found[-1] if found else None
 
 
-def resolve_resume(run_dir: str | Path, resume: Optional[str]) -> Optional[Path]:
-    """`--resume auto` -> newest complete checkpoint or None; a path must be a complete checkpoint."""
+def resolve_resume(run_dir: str | Path, resume: Optional[str],
+                   say: Callable[[str], None] = print) -> Optional[Path]:
+    """`--resume auto` -> the newest complete checkpoint that verifies, or None; a path must be a complete
+    checkpoint that verifies."""
     if not resume:
         return None
     if resume == "auto":
-        return find_latest(run_dir)
+        return newest_verified(run_dir, say)
     path = Path(resume)
     if path.is_dir() and not (path / STATE_FILE).exists() and (path / "checkpoints").is_dir():
         path = find_latest(path) or path  # a run directory was given
     if not path.is_dir() or not is_complete(path):
         raise ValueError(f"{path}: not a complete checkpoint (no {COMPLETE} marker); "
                          "use --resume auto to take the newest complete one")
+    problems = checkpoint_problems(path)
+    if problems:
+        raise ValueError(f"{path}: damaged checkpoint:\n  " + "\n  ".join(problems)
+                         + "\nuse --resume auto to take the newest checkpoint that is intact")
     return path
 
 
@@ -96,7 +138,8 @@ def save_checkpoint(accelerator: Any, run_dir: str | Path, step: int, trainer_st
         write_json_atomic(tmp / STATE_FILE, trainer_state)
         if before_commit is not None:
             before_commit()  # tests use this to die half way
-        (tmp / COMPLETE).write_text(f"{step}\n", encoding="utf-8")
+        sizes = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+        (tmp / COMPLETE).write_text(json.dumps({"step": step, "files": sizes}, indent=1) + "\n", encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

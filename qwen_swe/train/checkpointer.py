@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..data.stream import StreamPosition
 from . import checkpoint as ckpt
@@ -38,9 +38,10 @@ class Checkpointer:
         self.run_dir = run_dir
         self.every, self.keep_last, self.max_steps = run.checkpoint_every, run.keep_last, max_steps
 
-    def resume_point(self, resume: Optional[str]) -> Optional[Path]:
-        """The checkpoint `--resume` names (auto: the newest complete one), or None to start fresh."""
-        return ckpt.resolve_resume(self.run_dir, resume)
+    def resume_point(self, resume: Optional[str], say: Callable[[str], None] = print) -> Optional[Path]:
+        """The checkpoint `--resume` names (auto: the newest complete one whose files are as saved), or None to
+        start fresh."""
+        return ckpt.resolve_resume(self.run_dir, resume, say)
 
     def due(self, step: int, stopping: bool) -> bool:
         return step % self.every == 0 or step == self.max_steps or stopping

@@ -37,6 +37,7 @@ from .monitor import REPORT, MetricsProcessor, StepTally
 from .numerics import ActivationStats, NonFiniteGuard, fault_injection_from_env, write_diagnostic_bundle
 from .precision import mixed_precision_for_accelerator, resolve_attn_implementation, resolve_precision
 from .provenance import MANIFEST, build_manifest, check_resume_compatible
+from .run_lock import RunFolderLock
 
 log = logging.getLogger("qwen_swe.train")
 
@@ -62,7 +63,7 @@ class Trainer:
     def __init__(self, config: RunConfig, resume: Optional[str] = None, allow_changes: Iterable[str] = (),
                  hooks: Iterable[TrainerHook] = ()):
         from accelerate import Accelerator
-        from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
+        from accelerate.utils import DistributedType, ProjectConfiguration
 
         self.config = config
         self.run_dir = Path(config.run.output_dir)
@@ -86,6 +87,20 @@ class Trainer:
         self.main = self.accelerator.is_main_process
         self.say = self.accelerator.print
         self.hooks = Hooks(hooks)
+        self.lock = RunFolderLock(self.run_dir)
+        holder = self.lock.acquire() if self.main else None
+        if not self._all(holder is None):
+            raise ConfigError(f"run.output_dir: {self.run_dir} is in use by another job ({holder or 'held by it'}); "
+                              "wait for it to end or stop it, or choose another run.output_dir")
+        try:
+            self._setup(config, resume, allow_changes)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _setup(self, config: RunConfig, resume: Optional[str], allow_changes: Iterable[str]) -> None:
+        from accelerate.utils import set_seed
+
         set_seed(config.run.seed, device_specific=True)
         self.max_steps = config.run.max_steps
         if self.max_steps <= 0:  # load_config resolves 0 to schedule.total_steps; a hand-built config may not
@@ -93,7 +108,7 @@ class Trainer:
                               "takes schedule.total_steps for 0")
         self.progress = Progress()
         self.checkpointer = Checkpointer(self.accelerator, self.run_dir, config.run, self.max_steps)
-        self.resume_from = self.checkpointer.resume_point(resume)
+        self.resume_from = self.checkpointer.resume_point(resume, self.say)
         self._check_fresh_start(resume)
         self.train_index = ShardIndex(config.data.shards, config.data.train_split)
         check_shard_files(self.train_index)
@@ -234,6 +249,8 @@ class Trainer:
         except BaseException as error:
             self.metrics.status.update(self.step, health="crashed", error=f"{type(error).__name__}: {error}"[:2000])
             raise
+        finally:
+            self.lock.release()
 
     def _run(self) -> int:
         self._start()

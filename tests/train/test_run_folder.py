@@ -93,3 +93,47 @@ def test_train_names_missing_paths_and_unwritable_folders_without_a_traceback(ti
                                       f"data.shards={shards}", f"run.output_dir={blocker / 'run'}"])
     assert unwritable.exit_code == 1 and "run.output_dir: cannot create" in unwritable.output
     assert "Traceback" not in unwritable.output
+
+
+def test_a_second_job_on_the_same_folder_is_refused(tiny_06b, shards, tmp_path, fresh_accelerate_state):
+    from qwen_swe.train.run_lock import RunFolderLock
+    from qwen_swe.train.trainer import Trainer
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    other_job = RunFolderLock(run_dir)
+    assert other_job.acquire() is None
+    with pytest.raises(ConfigError, match=r"is in use by another job \(pid \d+ on .+\); wait for it to end"):
+        Trainer(config_for(tiny_06b, shards, run_dir))
+    other_job.release()
+    fresh_accelerate_state_reset()
+    assert Trainer(config_for(tiny_06b, shards, run_dir)).run() == 0  # the lock ends with its job
+
+
+def test_resume_passes_over_a_damaged_checkpoint_and_export_names_the_file(tiny_06b, shards, tmp_path,
+                                                                          fresh_accelerate_state, capsys):
+    from qwen_swe.export import ExportError, locate_checkpoint
+    from qwen_swe.train.trainer import Trainer
+
+    run_dir = tmp_path / "run"
+    assert Trainer(config_for(tiny_06b, shards, run_dir, "run.max_steps=4", "schedule.total_steps=4")).run() == 0
+    uninterrupted = dict(zip(steps_logged(run_dir), [json.loads(line)["loss"] for line in
+                                                      (run_dir / "metrics.jsonl").read_text().splitlines()]))
+    newest = run_dir / "checkpoints" / "step-00000004"
+    damaged = max((p for p in newest.iterdir() if p.name != "COMPLETE"), key=lambda p: p.stat().st_size)
+    damaged.write_bytes(damaged.read_bytes()[:100])  # a copy that stopped half way
+    with pytest.raises(ExportError, match=rf"damaged checkpoint.*\n  .*{damaged.name}: 100 bytes, \d+ when saved"):
+        locate_checkpoint(newest)
+    with pytest.raises(ValueError, match=rf"{damaged.name}: 100 bytes"):
+        Trainer(config_for(tiny_06b, shards, run_dir, "run.max_steps=4", "schedule.total_steps=4"),
+                resume=str(newest))
+    fresh_accelerate_state_reset()
+    capsys.readouterr()
+    resumed = Trainer(config_for(tiny_06b, shards, run_dir, "run.max_steps=4", "schedule.total_steps=4"),
+                      resume="auto")
+    assert resumed.resume_from.name == "step-00000002"
+    assert f"checkpoint step-00000004 is damaged ({damaged}: 100 bytes" in capsys.readouterr().out
+    assert resumed.run() == 0
+    losses = {json.loads(line)["step"]: json.loads(line)["loss"] for line in
+              (run_dir / "metrics.jsonl").read_text().splitlines()}
+    assert losses == uninterrupted  # steps 3 and 4 again, exactly as the first time
