@@ -57,9 +57,17 @@ def shards() -> None:
               "speaker is its own one-clip speaker.")
 @click.option("--hf-cache-dir", default=None, type=click.Path(file_okay=False),
               help="Cache for datasets' parquet/arrow conversion (default: HF_DATASETS_CACHE).")
-@click.option("--language", default="swedish", show_default=True, help="Language of items that name none.")
+@click.option("--language", default="swedish", show_default=True,
+              help="Language of items that name none. Items naming a language the model lacks (other than swedish, "
+                   "which training registers) are rejected as unknown_language.")
 @click.option("--min-seconds", type=float, default=1.0, show_default=True)
 @click.option("--max-seconds", type=float, default=20.0, show_default=True)
+@click.option("--min-letters-per-second", type=float, default=2.0, show_default=True,
+              help="Reject a clip whose transcript has fewer letters per second of audio (speaking_rate): a "
+                   "transcript missing most of what is said.")
+@click.option("--max-letters-per-second", type=float, default=30.0, show_default=True,
+              help="Reject a clip whose transcript has more letters per second (speaking_rate): a clip cut short or "
+                   "a transcript of a longer recording. Swedish read speech runs at about 10-16.")
 @click.option("--max-clipped-fraction", type=float, default=0.001, show_default=True,
               help="Reject a clip when more than this share of its samples sit at full scale (|x| >= 0.999).")
 @click.option("--silence-dbfs", type=float, default=-50.0, show_default=True,
@@ -99,7 +107,8 @@ def shards_build(out: str, model_dir: str, manifest: tuple[str, ...], hf_dataset
                  audio_column: str | None, text_column: str | None, speaker_column: str | None,
                  id_column: str | None, language_column: str | None, hf_split: str | None, audio_root: str | None,
                  speaker: str | None, hf_cache_dir: str | None, language: str, min_seconds: float,
-                 max_seconds: float, max_clipped_fraction: float, silence_dbfs: float, loudness_dbfs: float | None,
+                 max_seconds: float, min_letters_per_second: float, max_letters_per_second: float,
+                 max_clipped_fraction: float, silence_dbfs: float, loudness_dbfs: float | None,
                  peak_dbfs: float, numbers_to_words: bool, xvector_from: str, eval_speakers: int,
                  eval_fraction: float, eval_utterances_per_speaker: int, seed: int, samples_per_shard: int,
                  max_shard_bytes: str, workers: int, device: str, codec_precision: str,
@@ -149,6 +158,7 @@ def shards_build(out: str, model_dir: str, manifest: tuple[str, ...], hf_dataset
              for kind, paths in named for path in paths]
     config = BuildConfig(
         out=out, model=model_dir, sources=specs, language=language, min_seconds=min_seconds,
+        min_letters_per_second=min_letters_per_second, max_letters_per_second=max_letters_per_second,
         max_seconds=max_seconds, max_clipped_fraction=max_clipped_fraction, silence_dbfs=silence_dbfs,
         loudness_dbfs=loudness_dbfs, peak_dbfs=peak_dbfs, numbers_to_words=numbers_to_words,
         xvector_from=xvector_from, eval_speakers=eval_speakers, eval_fraction=eval_fraction,

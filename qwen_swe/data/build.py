@@ -56,7 +56,9 @@ TAR_USER = "qwen-swe"
 TAR_MODE = 0o444
 REJECTION_REASONS = ("unreadable_audio", "empty_audio", "too_short", "too_long", "clipping", "silence",
                      "empty_text", "bad_text_encoding", "duplicate_audio", "duplicate_key", "missing_audio",
-                     "missing_text", "bad_record")
+                     "missing_text", "bad_record", "no_letters", "speaking_rate", "unknown_language")
+# The language this package teaches: accepted by a build even before `add-language` or training registers it.
+TARGET_LANGUAGE = "swedish"
 
 
 class BuildError(ValueError):
@@ -71,6 +73,10 @@ class BuildConfig:
     language: str = "swedish"  # for items that name none
     min_seconds: float = 1.0
     max_seconds: float = 20.0
+    # Letters of the normalised transcript per second of audio: outside this window audio and transcript do not
+    # belong together (a clip cut short, a transcript of a longer recording). Swedish read speech is about 10-16.
+    min_letters_per_second: float = 2.0
+    max_letters_per_second: float = 30.0
     max_clipped_fraction: float = 0.001
     silence_dbfs: float = -50.0
     loudness_dbfs: Optional[float] = None  # RMS target in dBFS; None keeps the source level
@@ -98,6 +104,9 @@ class BuildConfig:
         if not 0 < self.min_seconds < self.max_seconds:
             raise BuildError(f"--min-seconds {self.min_seconds} / --max-seconds {self.max_seconds}: need "
                              "0 < min < max")
+        if not 0 <= self.min_letters_per_second < self.max_letters_per_second:
+            raise BuildError(f"--min-letters-per-second {self.min_letters_per_second} / --max-letters-per-second "
+                             f"{self.max_letters_per_second}: need 0 <= min < max")
         if self.eval_speakers and self.eval_fraction:
             raise BuildError("give --eval-speakers or --eval-fraction, not both")
         if not 0 <= self.eval_fraction < 1:
@@ -179,8 +188,18 @@ def sample_key(source_id: str) -> str:
     return hashlib.sha1(source_id.encode("utf-8")).hexdigest()
 
 
-def collect_candidates(config: BuildConfig) -> tuple[list[Candidate], list[dict[str, Any]]]:
-    """All items of all sources as candidates, and the rejections found while reading them."""
+def known_languages(model_dir: str | Path) -> set[str]:
+    """What a sample's language may be: the model's languages, "auto", and the language this package registers."""
+    from ..modeling import load_model_config
+
+    config = load_model_config(model_dir)
+    return {name.lower() for name in dict(config.talker_config.codec_language_id or {})} | {"auto", TARGET_LANGUAGE}
+
+
+def collect_candidates(config: BuildConfig, languages: Optional[set[str]] = None
+                       ) -> tuple[list[Candidate], list[dict[str, Any]]]:
+    """All items of all sources as candidates, and the rejections found while reading them (`languages`: the ones
+    a sample may name; None: any)."""
     candidates: list[Candidate] = []
     rejections: list[dict[str, Any]] = []
     first_seen: dict[str, str] = {}
@@ -193,7 +212,7 @@ def collect_candidates(config: BuildConfig) -> tuple[list[Candidate], list[dict[
                                             "the first occurrence is kept"))
                 continue
             first_seen[key] = item.source_id
-            candidate, problem = _candidate(item, key, config)
+            candidate, problem = _candidate(item, key, config, languages)
             if problem:
                 rejections.append(rejection(item.source_id, key, *problem))
             else:
@@ -202,7 +221,8 @@ def collect_candidates(config: BuildConfig) -> tuple[list[Candidate], list[dict[
     return candidates, rejections
 
 
-def _candidate(item: SourceItem, key: str, config: BuildConfig) -> tuple[Optional[Candidate], Optional[tuple]]:
+def _candidate(item: SourceItem, key: str, config: BuildConfig,
+               languages: Optional[set[str]]) -> tuple[Optional[Candidate], Optional[tuple]]:
     if item.problem:
         return None, item.problem
     raw = item.text or ""
@@ -210,10 +230,26 @@ def _candidate(item: SourceItem, key: str, config: BuildConfig) -> tuple[Optiona
     if not text:
         return None, ("empty_text", f"{item.source_id}: the transcript is empty" + (" after normalisation" if raw
                                                                                      else ""))
+    if not any(char.isalpha() for char in text):
+        return None, ("no_letters", f"{item.source_id}: the transcript {text[:40]!r} has no letters to speak")
+    language = (item.language or config.language).lower()
+    if languages is not None and language not in languages:
+        return None, ("unknown_language", f"{item.source_id}: language {language!r} is not one of the model's "
+                                          f"({', '.join(sorted(languages))})")
     assert item.audio is not None
     return Candidate(key=key, source_id=item.source_id, text=text, text_raw=raw, speaker=item.speaker,
-                     language=(item.language or config.language).lower(), audio=item.audio,
-                     extra=item.extra), None
+                     language=language, audio=item.audio, extra=item.extra), None
+
+
+def _rate_problem(candidate: Candidate, seconds: float, window: tuple[float, float]) -> Optional[tuple[str, str]]:
+    """A transcript too long or too short for its audio: they do not belong together."""
+    letters = sum(char.isalpha() for char in candidate.text)
+    rate = letters / seconds
+    if window[0] <= rate <= window[1]:
+        return None
+    return "speaking_rate", (f"{candidate.source_id}: {letters} letters in {seconds:.2f} s = {rate:.1f} per second, "
+                             f"outside {window[0]:g}-{window[1]:g} (--min/--max-letters-per-second): do audio and "
+                             "transcript belong together?")
 
 
 def rejection(source_id: str, key: Optional[str], reason: str, detail: str) -> dict[str, Any]:
@@ -316,13 +352,16 @@ def _read_scan_chunk(path: Path, keys: list[str]) -> Optional[list[dict[str, Any
 
 
 def select_samples(candidates: list[Candidate], scans: dict[str, dict[str, Any]],
-                   rejections: list[dict[str, Any]]) -> list[Planned]:
+                   rejections: list[dict[str, Any]], letters_per_second: tuple[float, float] = (0.0, math.inf)
+                   ) -> list[Planned]:
     """Candidates that passed every check, one per distinct audio (the smallest key of each hash wins)."""
     passed: list[Planned] = []
     for candidate in candidates:
         scan = scans[candidate.key]
-        if scan["reason"]:
-            rejections.append(rejection(candidate.source_id, candidate.key, scan["reason"], scan["detail"]))
+        problem = (scan["reason"], scan["detail"]) if scan["reason"] else \
+            _rate_problem(candidate, scan["seconds"], letters_per_second)
+        if problem:
+            rejections.append(rejection(candidate.source_id, candidate.key, *problem))
             continue
         speaker = candidate.speaker or f"utt-{candidate.key[:12]}"  # unknown speaker: its own one-clip speaker
         passed.append(Planned(candidate=candidate, scan=scan, speaker=speaker))
@@ -703,6 +742,11 @@ def build_shards(config: BuildConfig, encoder: Any = None, restart: bool = False
 
     config.check()
     model_dir = check_model_folder(config.model)  # names a missing speech_tokenizer/ etc. before any work
+    languages = known_languages(model_dir)
+    if config.language.lower() not in languages:
+        raise BuildError(f"--language {config.language!r} is not a language of {model_dir} (known: "
+                         f"{', '.join(sorted(languages))}); register it first with `qwen-swe add-language "
+                         f"{model_dir} {config.language}`")
     out = Path(config.out)
     if restart:
         remove_build_outputs(out)
@@ -716,7 +760,7 @@ def build_shards(config: BuildConfig, encoder: Any = None, restart: bool = False
         say(f"{out}: already complete (index.json matches these settings); nothing to do")
         return _summary_from_index(out, already_complete=True)
 
-    candidates, rejections = collect_candidates(config)
+    candidates, rejections = collect_candidates(config, languages)
     say(f"{len(candidates)} candidate utterances from {len(config.sources)} source(s), {len(rejections)} rejected "
         "while reading")
     settings = ScanSettings(config.min_seconds, config.max_seconds, config.max_clipped_fraction,
@@ -724,11 +768,14 @@ def build_shards(config: BuildConfig, encoder: Any = None, restart: bool = False
     pool = WorkerPool(config.workers)
     try:
         scans = scan_candidates(candidates, settings, work, pool, config.progress)
-        samples = select_samples(candidates, scans, rejections)
+        samples = select_samples(candidates, scans, rejections,
+                                 (config.min_letters_per_second, config.max_letters_per_second))
         if not samples:
             reasons = Counter(r["reason"] for r in rejections)
-            raise BuildError("no utterance passed the filters (rejections: "
-                             + ", ".join(f"{r}={n}" for r, n in sorted(reasons.items())) + ")")
+            sources = ", ".join(f"{spec.kind} {spec.path}" for spec in config.sources)
+            raise BuildError(f"no utterance of {sources} passed the filters ("
+                             + (", ".join(f"{r}={n}" for r, n in sorted(reasons.items())) or "the sources hold none")
+                             + "); `qwen-swe shards build --help` lists the filters and their options")
         if encoder is None:
             from .encode import Encoder
 

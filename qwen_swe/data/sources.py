@@ -127,6 +127,8 @@ def read_manifest_items(spec: SourceSpec) -> Iterator[SourceItem]:
         if not raw.strip():
             continue
         line_id = f"{spec.label}:line{number}"
+        if number == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark, as some Windows editors write
         try:
             record = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as error:
