@@ -36,12 +36,17 @@ TEXT_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json",
                         "special_tokens_map.json")
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
+def _add_file(digest: "hashlib._Hash", path: str | Path, chunk: int = 1 << 22) -> None:
+    """Feed a file's bytes to `digest`, a chunk at a time."""
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    _add_file(digest, path)
     return digest.hexdigest()
 
 
@@ -65,7 +70,5 @@ def model_fingerprint(model_dir: str | Path) -> str:
     digest = hashlib.sha256()
     for path in sorted([model_dir / "config.json", *model_dir.glob("model*.safetensors")]):
         digest.update(path.name.encode())
-        with open(path, "rb") as handle:
-            while block := handle.read(1 << 22):
-                digest.update(block)
+        _add_file(digest, path)
     return digest.hexdigest()[:16]
