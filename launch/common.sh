@@ -1,5 +1,5 @@
 # Shared by hemma.sh, h100.sh and multinode.sh (sourced, not run): find the checkout and its Python, run the
-# preflight checks, print the plan, then hand over to `accelerate launch`.
+# preflight checks, print the plan, then hand over to `qwen-swe launch` (`accelerate launch` with a clean stop).
 #
 # Environment understood by every launch script:
 #   RUN_CONFIG          run config YAML (required unless PRESET is set)
@@ -9,7 +9,6 @@
 #   DRY_RUN=1           check and print the plan and the command, do not launch
 #   QWEN_SWE_ALLOW_CPU=1  GPU and torch-build problems only warn (to check a plan, or simulate on CPU)
 #   PYTHON              interpreter with qwen-swe installed (default: .venv/bin/python of the checkout, else python3)
-#   ACCELERATE          accelerate executable (default: the one next to PYTHON)
 # Arguments after the script name go to `qwen_swe train` (dotted overrides such as optim.lr=1e-4, or flags such as
 # --allow-changes world_size).
 
@@ -29,10 +28,6 @@ REPO_DIR=$(dirname "$LAUNCH_DIR")
 
 if [[ -z ${PYTHON:-} ]]; then
     if [[ -x $REPO_DIR/.venv/bin/python ]]; then PYTHON=$REPO_DIR/.venv/bin/python; else PYTHON=$(command -v python3); fi
-fi
-if [[ -z ${ACCELERATE:-} ]]; then
-    ACCELERATE=$(dirname "$PYTHON")/accelerate
-    [[ -x $ACCELERATE ]] || ACCELERATE=accelerate
 fi
 # This checkout first on the path, so the code that runs is the code that was checked out.
 export PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}"
@@ -66,7 +61,8 @@ preflight() {
 
 # launch_training [train args...]: print the command, then replace this shell with it (unless DRY_RUN=1).
 launch_training() {
-    local command=("$ACCELERATE" launch --config_file "$ACCELERATE_CONFIG" "${LAUNCH_ARGS[@]}" -m qwen_swe train)
+    # `qwen-swe launch` is `accelerate launch` with a clean stop (SIGTERM: every rank checkpoints, exit 0)
+    local command=("$PYTHON" -m qwen_swe launch --config_file "$ACCELERATE_CONFIG" "${LAUNCH_ARGS[@]}" -m qwen_swe train)
     [[ -n ${RUN_CONFIG:-} ]] && command+=(--config "$RUN_CONFIG")
     [[ -n ${PRESET:-} ]] && command+=(--preset "$PRESET")
     command+=(--resume auto "$@")

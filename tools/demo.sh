@@ -25,12 +25,12 @@ echo "== 3/10 shards from the Swedish demo corpus (one speaker held out for eval
 "$bin/qwen-swe" shards verify "$out/shards"
 "$bin/qwen-swe" shards inspect "$out/shards"
 
-train=("$bin/accelerate" launch --config_file accelerate_configs/cpu_zero2.yaml -m qwen_swe train --preset smoke
+train=("$bin/qwen-swe" launch --config_file accelerate_configs/cpu_zero2.yaml -m qwen_swe train --preset smoke
        "model.path=$out/model" "data.shards=$out/shards" "run.output_dir=$out/run" "run.max_steps=$steps"
        "schedule.total_steps=$steps" "run.checkpoint_every=5" "run.eval_every=5" "data.frame_budget=384"
        "data.num_workers=1" "run.synth_every_evals=3" "run.synth_sentences=1")
 
-echo "== 4/10 training: accelerate launch, 2 CPU processes, DeepSpeed ZeRO-2; interrupted at step $stop_at"
+echo "== 4/10 training: qwen-swe launch (accelerate launch), 2 CPU processes, DeepSpeed ZeRO-2; interrupted at step $stop_at"
 "${train[@]}" &
 launcher=$!
 metrics="$out/run/metrics.jsonl"
@@ -38,9 +38,9 @@ until [ -f "$metrics" ] && [ "$(wc -l < "$metrics")" -ge "$stop_at" ]; do
   kill -0 "$launcher" 2>/dev/null || { echo "training ended before the interruption"; exit 1; }
   sleep 0.5
 done
-echo "-- sending SIGTERM to the training processes (as a scheduler or Ctrl-C would)"
-pkill -TERM -P "$launcher"
-wait "$launcher" || true
+echo "-- sending SIGTERM to qwen-swe launch (as a scheduler or Ctrl-C would): checkpoint, then exit 0"
+kill -TERM "$launcher"
+wait "$launcher"
 
 echo "== 5/10 resuming from the newest complete checkpoint"
 "${train[@]}" --resume auto

@@ -24,7 +24,7 @@ def main() -> None:
       qwen-swe add-language runs/tiny       register "swedish" as a language the model can be conditioned on
       qwen-swe parity --model runs/tiny     prove the training graph equals what inference runs
       qwen-swe shards build data/shards --model runs/tiny --manifest corpus.jsonl
-      accelerate launch -m qwen_swe train --preset smoke model.path=runs/tiny data.shards=data/shards ...
+      qwen-swe launch -m qwen_swe train --preset smoke model.path=runs/tiny data.shards=data/shards ...
     """
 
 

@@ -24,14 +24,18 @@ def train(config_path: str | None, preset: str | None, resume: str | None, allow
 
     \b
     One process:        qwen-swe train --config run.yaml
-    Several processes:  accelerate launch --config_file accelerate_configs/cpu_zero2.yaml -m qwen_swe train ...
+    Several processes:  qwen-swe launch --config_file accelerate_configs/cpu_zero2.yaml -m qwen_swe train ...
+    Stop:               SIGTERM or Ctrl-C (to `qwen-swe train`, `qwen-swe launch` or the ranks): checkpoint, exit 0
     Resume:             the same command plus --resume auto
     Watch:              qwen-swe status RUN_DIR   and   tensorboard --logdir RUN_DIR/tb
     Exit codes: 0 finished or stopped cleanly by SIGTERM/SIGINT (resumable), 3 stopped on non-finite numbers,
     4 stopped on more bad samples than data.max_bad_samples allows (listed in RUN_DIR/bad_samples/).
     """
+    from ..launcher import die_with_launcher
     from ..quality.training_audio import training_hooks
     from ..train.config import load_config
+
+    die_with_launcher()  # under a launcher: its death stops this rank (checkpoint, exit) instead of orphaning it
     from ..train.trainer import Trainer
 
     try:
@@ -45,6 +49,25 @@ def train(config_path: str | None, preset: str | None, resume: str | None, allow
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     sys.exit(trainer.run())
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False,
+                                 "help_option_names": []})
+@click.argument("accelerate_args", nargs=-1, type=click.UNPROCESSED)
+def launch(accelerate_args: tuple[str, ...]) -> None:
+    """`accelerate launch` with a clean stop: the same arguments, e.g.
+
+    \b
+      qwen-swe launch --config_file accelerate_configs/cpu_zero2.yaml -m qwen_swe train --config run.yaml
+
+    SIGTERM or Ctrl-C to this command asks the ranks themselves to finish their step, checkpoint and exit 0, however
+    long that takes (plain `accelerate launch` kills them after 30 s and exits 1); a second signal kills at once.
+    The exit code is the ranks' (0 finished or stopped cleanly, 3 non-finite, 4 bad data). `qwen-swe launch
+    --help` shows accelerate's own options.
+    """
+    from ..launcher import supervise
+
+    sys.exit(supervise(accelerate_args))
 
 
 @click.command()
@@ -79,4 +102,4 @@ def diagnose_non_finite(run_dir: str, bundle: str | None, as_json: bool) -> None
     click.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
 
 
-COMMANDS = (train, status, diagnose_non_finite)
+COMMANDS = (train, launch, status, diagnose_non_finite)

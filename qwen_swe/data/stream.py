@@ -116,6 +116,19 @@ class ShardIndex:
         return problems
 
 
+def sample_cost(entry: dict[str, Any], with_reference: bool) -> int:
+    """Frames a sample occupies in a batch: its target frames, plus its reference's when ICL is trained."""
+    return int(entry["frames"]) + (int(entry.get("ref_frames") or 0) if with_reference else 0)
+
+
+def over_budget(index: ShardIndex, frame_budget: int, with_reference: bool) -> list[tuple[int, str, Path]]:
+    """(cost, key, shard) of every sample longer than the frame budget, longest first. Each goes in a batch of its
+    own and needs more memory than the budget plans for."""
+    found = [(sample_cost(entry, with_reference), entry["key"], shard.path)
+             for shard in index.shards for entry in shard.entries]
+    return sorted((item for item in found if item[0] > frame_budget), reverse=True)
+
+
 def plan_epoch(index: ShardIndex, seed: int, epoch: int, frame_budget: int, pool_size: int = 2048,
                with_reference: bool = True, max_samples: int = 0) -> list[list[SampleRef]]:
     """All batches of one epoch, in global order, before they are dealt to ranks."""
@@ -124,10 +137,7 @@ def plan_epoch(index: ShardIndex, seed: int, epoch: int, frame_budget: int, pool
     batches: list[list[SampleRef]] = []
     for shard_id in order:
         entries = index.shards[shard_id].entries
-        refs = [
-            SampleRef(shard_id, i, int(e["frames"]) + (int(e.get("ref_frames") or 0) if with_reference else 0))
-            for i, e in enumerate(entries)
-        ]
+        refs = [SampleRef(shard_id, i, sample_cost(e, with_reference)) for i, e in enumerate(entries)]
         _rng(seed, epoch, "samples", shard_id).shuffle(refs)
         for start in range(0, len(refs), pool_size):
             jitter = _rng(seed, epoch, "jitter", shard_id, start)

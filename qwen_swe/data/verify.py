@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..fingerprints import file_sha256
-from .shard_format import (FORMAT, INDEX_NAME, SPLITS, ShardReader, TruncatedShard, decode_sample,
-                           scan_tar_entries)
+from .shard_format import (FORMAT, INDEX_NAME, SPLITS, ShardReader, TruncatedShard, check_member_checksums,
+                           decode_sample, scan_tar_entries)
 
 
 @dataclass
@@ -203,7 +203,8 @@ def _check_sample(reader: ShardReader, path: Path, entry: dict[str, Any],
         except TruncatedShard as error:
             return f"member {field_name!r} truncated ({error.got} of {size} bytes at offset {offset})"
     try:
-        sample = decode_sample(key, members, xvector_dim)
+        sample = decode_sample(key, members, xvector_dim)  # first: what is wrong says more than that it changed
+        check_member_checksums(entry, members)
     except ValueError as error:
         return str(error)
     frames = int(sample.codes.shape[0])

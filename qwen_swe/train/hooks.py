@@ -59,3 +59,29 @@ class Hooks:
     def on_train_end(self, trainer: Any, exit_code: int) -> None:
         for hook in self.hooks:
             hook.on_train_end(trainer, exit_code)
+
+
+SLOW_STEP_ENV = "QWEN_SWE_DRILL_SLOW_STEP"  # seconds every step lasts at least: a stop drill's long step
+
+
+class SlowStepDrill(TrainerHook):
+    """Makes every step last `seconds` longer, for drills of the stop path on steps longer than a launcher's grace
+    period (a real model's step plus its checkpoint can take minutes). Set through QWEN_SWE_DRILL_SLOW_STEP."""
+
+    name = "slow-step drill"
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_step_end(self, trainer: Any, record: dict[str, Any]) -> None:
+        import time
+
+        time.sleep(self.seconds)
+
+
+def drill_hooks_from_env() -> list[TrainerHook]:
+    """The drills the environment asks for; none in a normal run."""
+    import os
+
+    seconds = os.environ.get(SLOW_STEP_ENV)
+    return [SlowStepDrill(float(seconds))] if seconds else []

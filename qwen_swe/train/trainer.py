@@ -25,14 +25,15 @@ from typing import Any, Iterable, Iterator, Optional
 
 import torch
 
-from ..data.stream import ShardIndex, ShardStream, StreamConfig, make_loader, stream_position
+from ..data.stream import ShardIndex, ShardStream, StreamConfig, make_loader, over_budget, stream_position
 from ..files import write_json_atomic
 from ..layout import Batch, SequenceLayout
+from ..noise import quiet_cpu_accelerator, quiet_training_warnings
 from ..objective import TalkerObjective
 from .checkpointer import Checkpointer, Progress
 from .config import ConfigError, RunConfig
 from .evaluator import HeldOutEvaluator
-from .hooks import Hooks, TrainerHook
+from .hooks import Hooks, TrainerHook, drill_hooks_from_env
 from .monitor import REPORT, MetricsProcessor, StepTally
 from .numerics import ActivationStats, NonFiniteGuard, fault_injection_from_env, write_diagnostic_bundle
 from .precision import mixed_precision_for_accelerator, resolve_attn_implementation, resolve_precision
@@ -62,6 +63,8 @@ class StepOutcome:
 class Trainer:
     def __init__(self, config: RunConfig, resume: Optional[str] = None, allow_changes: Iterable[str] = (),
                  hooks: Iterable[TrainerHook] = ()):
+        quiet_cpu_accelerator()  # before accelerate imports deepspeed
+        quiet_training_warnings()
         from accelerate import Accelerator
         from accelerate.utils import DistributedType, ProjectConfiguration
 
@@ -86,7 +89,7 @@ class Trainer:
         self.precision = resolve_precision(config.train.precision, plugin.deepspeed_config if plugin else None)
         self.main = self.accelerator.is_main_process
         self.say = self.accelerator.print
-        self.hooks = Hooks(hooks)
+        self.hooks = Hooks([*hooks, *drill_hooks_from_env()])
         self.lock = RunFolderLock(self.run_dir)
         holder = self.lock.acquire() if self.main else None
         if not self._all(holder is None):
@@ -177,6 +180,14 @@ class Trainer:
             seed=config.run.seed, layouts=dict(config.data.layouts), language=config.data.language,
             on_bad_sample=config.data.on_bad_sample, retokenize=config.data.retokenize,
         )
+        # What planning an epoch refuses (too few samples for the processes, another tokenizer's shards) is said
+        # now, as a message naming the field, rather than as a traceback from inside the loop.
+        try:
+            ShardStream(self.train_index, self.layout, self.stream_config, rank=accelerator.process_index,
+                        world_size=accelerator.num_processes)
+        except ValueError as error:
+            raise ConfigError(f"data.shards ({config.data.shards}): {error}") from error
+        self._warn_over_budget()
         self.evaluator = HeldOutEvaluator(accelerator, config, self.layout, self.stream_config, self._all)
         if self.evaluator.index is not None:
             check_shard_files(self.evaluator.index)
@@ -186,6 +197,17 @@ class Trainer:
         self.stop_requested: Optional[str] = None
 
     # ------------------------------------------------------------------------------------------ data
+    def _warn_over_budget(self) -> None:
+        """Say when a sample is longer than data.frame_budget: it trains alone, over the memory the budget plans."""
+        budget = self.stream_config.frame_budget
+        longer = over_budget(self.train_index, budget, self.stream_config.with_reference)
+        if longer:
+            cost, key, shard = longer[0]
+            self.say(f"warning: {len(longer)} training sample(s) are longer than data.frame_budget={budget} frames "
+                     f"(longest: {key} in {shard.name}, {cost} frames); each goes in a batch of its own and needs "
+                     f"more memory than the budget plans for. Raise data.frame_budget to {cost}, or rebuild the "
+                     "shards with a lower --max-seconds to leave them out")
+
     def train_batches(self) -> Iterator[Batch]:
         """Micro-batches forever, epoch after epoch, starting at the restored position."""
         rank, world, progress = self.accelerator.process_index, self.accelerator.num_processes, self.progress

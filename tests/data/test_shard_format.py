@@ -113,3 +113,28 @@ def test_npy_members_never_unpickle():
     np.save(buffer, np.array([{"x": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="no pickles"):
         read_npy(buffer.getvalue())
+
+
+def test_changed_bytes_that_still_decode_are_caught_by_the_entry_checksums(tmp_path):
+    """A sample whose codes were altered on disk but stay in range would train silently without checksums."""
+    from qwen_swe.data.stream import ShardIndex
+    from qwen_swe.data.synthetic import synthetic_shards
+    from qwen_swe.data.verify import verify_shards
+
+    shards = synthetic_shards(tmp_path / "shards", shards=1, per_shard=3, eval_samples=0)
+    shard = ShardIndex(shards, "train").shards[0]
+    entry = shard.entries[1]
+    assert set(entry["crc32"]) == set(entry["members"])
+    offset, size = entry["members"]["codes.npy"]
+    data = bytearray(shard.path.read_bytes())
+    data[offset + size - 2:offset + size] = (7).to_bytes(2, "little")  # a valid code, different from the one built
+    shard.path.write_bytes(bytes(data))
+
+    with ShardReader() as reader:
+        with pytest.raises(ValueError, match=rf"sample '{entry['key']}': the bytes of codes.npy changed since"):
+            reader.read_sample(shard.path, entry)
+        reader.read_sample(shard.path, shard.entries[0])  # its neighbours still read
+        unchecked = {k: v for k, v in entry.items() if k != "crc32"}  # shards built before checksums
+        assert reader.read_sample(shard.path, unchecked).codes[-1, -1] == 7
+    problems = [str(problem) for problem in verify_shards(shards).problems]
+    assert any(entry["key"] in problem and "checksum mismatch" in problem for problem in problems), problems

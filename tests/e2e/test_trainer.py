@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -16,7 +15,7 @@ import pytest
 
 from qwen_swe.data.synthetic import synthetic_shards
 
-from ..launching import ROOT, environment, launch, losses
+from ..launching import ROOT, environment, launch, losses, metrics_lines, wait_for
 
 STEPS = 8
 
@@ -35,21 +34,6 @@ def command(accelerate_config: str, model: Path, shards: Path, run_dir: Path, *e
             "run.eval_batches=2", "data.num_workers=1", "data.frame_budget=200",
             # the tiny model's 150k-row text embedding only makes checkpoints big and steps slow here
             "train.freeze=[text_embedding]", *extra]
-
-
-def wait_for(predicate, process: subprocess.Popen, timeout: float = 300, poll: float = 0.2) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        if process.poll() is not None:
-            raise AssertionError(f"run ended early with {process.returncode}: {process.stdout.read()[-3000:]}")
-        if time.time() > deadline:
-            raise AssertionError("timed out waiting for the run")
-        time.sleep(poll)
-
-
-def metrics_lines(run_dir: Path) -> int:
-    path = run_dir / "metrics.jsonl"
-    return len(path.read_text().splitlines()) if path.exists() else 0
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from qwen_swe.data.synthetic import synthetic_shards
 
-from ..launching import launch, losses
+from ..launching import ROOT, launch, losses
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,9 @@ def test_non_finite_steps_are_skipped_then_stop_the_run_and_diagnose_names_the_m
     everything = [e["key"] for shard in ShardIndex(shards, "train").shards for e in shard.entries]
     injection = f"module=model.talker.model.layers.1.mlp;keys={','.join(everything)}"
     run_dir = tmp_path / "run"
-    single = [sys.executable, "-m", "qwen_swe", "train", "--preset", "smoke", f"model.path={tiny_06b}",
+    # through `qwen-swe launch` (accelerate's one-process launcher), which passes the rank's exit code on
+    single = [sys.executable, "-m", "qwen_swe", "launch", "--config_file", str(ROOT / "accelerate_configs" /
+              "cpu_single.yaml"), "-m", "qwen_swe", "train", "--preset", "smoke", f"model.path={tiny_06b}",
               f"data.shards={shards}", f"run.output_dir={run_dir}", "run.max_steps=6", "schedule.total_steps=6",
               "run.checkpoint_every=2", "run.eval_every=0", "data.num_workers=0", "data.frame_budget=200",
               "run.non_finite_patience=3"]

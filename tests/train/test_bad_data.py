@@ -81,3 +81,15 @@ def test_missing_or_resized_shards_are_refused_before_training(tiny_06b, tmp_pat
         Trainer(config)
     assert "train-000001.tar: missing" in str(error.value)
     assert f"train-000002.tar: {recorded + 512} bytes, index.json records {recorded}" in str(error.value)
+
+
+def test_samples_longer_than_the_frame_budget_are_named_at_start(tiny_06b, tmp_path, capsys, fresh_accelerate_state):
+    shards = synthetic_shards(tmp_path / "shards", shards=1, per_shard=4, with_reference=False)
+    entries = json.loads((shards / "train" / "train-000000.entries.json").read_text())
+    longest = max(entries, key=lambda entry: entry["frames"])
+    budget = sorted(entry["frames"] for entry in entries)[1]  # the two longest are over it
+    assert run(tiny_06b, shards, tmp_path / "run", f"data.frame_budget={budget}", "run.max_steps=1") == 0
+    said = capsys.readouterr().out
+    assert (f"2 training sample(s) are longer than data.frame_budget={budget} frames (longest: {longest['key']} in "
+            f"train-000000.tar, {longest['frames']} frames)") in said, said
+    assert f"Raise data.frame_budget to {longest['frames']}" in said
