@@ -10,14 +10,27 @@ text_projection, codec rows, summed frames, speaker vectors), runs the talker on
   prefill + decode steps see them; head i (i = 1..15) is scored on codebook i with a cross-entropy computed here
   (transformers' causal-LM loss would shift the labels again).
 
-loss = codebook0_loss + sub_talker_weight * sub_talker_loss.
+loss = codebook0_loss + sub_talker_weight * sub_talker_loss, each a mean per target: per supervised position for
+codebook 0, per (frame, codebook 1..15) prediction for the sub-talker.
+
+Training passes `targets`, the number of each kind of target in the whole optimizer step (all micro-batches, all
+ranks): each micro-batch's loss is then its sum over its targets divided by the step's count, so the gradients the
+micro-batches add up to are those of the step's mean, however the targets fall across micro-batches and ranks
+(frame-budget batches differ in real frames). Without `targets` (eval) the loss is the batch's own mean.
+
+`sample_sub_talker_frames` draws the frames whose sub-talker loss a training step computes (`objective.
+sub_talker_frames`): the sub-talker runs on 16 positions for every frame it scores, so it costs about as much as
+the whole talker at the released shapes; scoring a random share is an unbiased estimate of the full loss, as
+Sesame's CSM did with 1/16 of its frames. The codebook-0 loss always covers every position.
 
 The same module computes training loss, held-out eval loss and `qwen-swe eval`'s teacher-forced numbers.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+import hashlib
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +38,37 @@ from torch import nn
 
 from .layout import IGNORE, Batch
 from .model_shapes import SUPPRESSED_CODEC_ROWS
+
+
+class StepTargets(NamedTuple):
+    """How many targets of each kind a whole optimizer step scores (summed over its micro-batches and ranks)."""
+
+    codebook0: float
+    sub_talker: float
+
+
+def count_targets(batch: Batch) -> tuple[int, int]:
+    """(supervised codebook-0 positions, sub-talker predictions) of one batch, known before any forward."""
+    groups = int(batch.frames.shape[1]) if batch.frames.dim() == 2 else 0
+    return int((batch.labels != IGNORE).sum()), int(batch.sub_frames.numel()) * max(groups - 1, 0)
+
+
+def frame_sampling_generator(*seed_parts: int) -> torch.Generator:
+    """A generator seeded by (run seed, optimizer step, micro-batch, rank): a resumed run draws the same frames."""
+    digest = hashlib.sha256("/".join(str(int(part)) for part in seed_parts).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def sample_sub_talker_frames(batch: Batch, share: float, generator: torch.Generator) -> Batch:
+    """The batch with the sub-talker scored on a uniform draw without replacement of `share` of its target frames
+    (at least one); share 1 returns the batch itself. Only the sub-talker's frame lists change."""
+    count = int(batch.sub_frames.numel())
+    if share >= 1.0 or count == 0:
+        return batch
+    keep = max(1, round(share * count))
+    chosen = torch.randperm(count, generator=generator)[:keep].sort().values
+    return dataclasses.replace(batch, sub_batch=batch.sub_batch[chosen], sub_positions=batch.sub_positions[chosen],
+                               sub_frames=batch.sub_frames[chosen])
 
 
 class TalkerObjective(nn.Module):
@@ -116,21 +160,29 @@ class TalkerObjective(nn.Module):
         inputs = self.sub_talker_inputs(hidden, batch)
         return self.talker.code_predictor.forward_finetune(inputs_embeds=inputs).logits
 
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, targets: Optional[StepTargets] = None) -> dict[str, torch.Tensor]:
+        """The loss and its parts for one batch; with `targets` the loss is this batch's share of the step's mean
+        (see the module docstring), the reported parts stay this batch's own means."""
         hidden, logits = self.talker_forward(batch)
         supervised = batch.labels != IGNORE
         cb0_logits = logits[supervised].float()
         cb0_logits = cb0_logits.masked_fill(~self.allowed_rows, float("-inf"))
         cb0_labels = batch.labels[supervised]
-        codebook0_loss = F.cross_entropy(cb0_logits, cb0_labels)
+        codebook0_sum = F.cross_entropy(cb0_logits, cb0_labels, reduction="sum")
 
         sub_logits = self.sub_talker_logits(hidden, batch).float()  # [N, 15, 2048]
         sub_labels = batch.frames[batch.sub_frames][:, 1:]  # [N, 15]
         per_group = F.cross_entropy(
             sub_logits.reshape(-1, sub_logits.shape[-1]), sub_labels.reshape(-1), reduction="none"
         ).view(sub_labels.shape)
-        sub_talker_loss = per_group.mean()
-        loss = codebook0_loss + self.sub_talker_weight * sub_talker_loss
+        sub_talker_sum = per_group.sum()
+        codebook0_count, sub_talker_count = cb0_labels.numel(), per_group.numel()
+        codebook0_loss = codebook0_sum / codebook0_count
+        sub_talker_loss = sub_talker_sum / sub_talker_count
+        if targets is None:
+            loss = codebook0_loss + self.sub_talker_weight * sub_talker_loss
+        else:
+            loss = codebook0_sum / targets.codebook0 + self.sub_talker_weight * sub_talker_sum / targets.sub_talker
 
         with torch.no_grad():
             eos = cb0_labels == int(self.talker.config.codec_eos_token_id)
@@ -143,6 +195,8 @@ class TalkerObjective(nn.Module):
                 "sub_talker_accuracy_per_group": sub_correct.mean(0),
                 "sub_talker_loss_per_group": per_group.detach().mean(0),
                 "frames": torch.tensor(float(sub_labels.shape[0]), device=loss.device),
+                "codebook0_targets": torch.tensor(float(codebook0_count), device=loss.device),
+                "sub_talker_targets": torch.tensor(float(sub_talker_count), device=loss.device),
                 "positions": batch.attention_mask.sum().float(),
                 "padded_positions": torch.tensor(float(batch.attention_mask.numel()), device=loss.device),
             }

@@ -86,3 +86,20 @@ def write_eval(folder: Path, report: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "eval.json").write_text(json.dumps(report))
     return folder
+
+
+def empty_micro_batch_in_the_middle_for(shards: Path, rank: int, world: int, seed: int = 0) -> str:
+    """Damage the sample that `rank` meets as the first micro-batch of step 2 (one sample per micro-batch,
+    accumulation 2, `world` ranks, epoch 0 of the smoke preset's pool); returns its key."""
+    from qwen_swe.data.stream import ShardIndex, deal_to_rank, plan_epoch
+
+    index = ShardIndex(shards, "train")
+    plan = deal_to_rank(plan_epoch(index, seed, 0, 100000, 16, with_reference=False, max_samples=1), rank, world)
+    ref = plan[2][0]
+    shard = index.shards[ref.shard]
+    entry = shard.entries[ref.entry]
+    offset, size = entry["members"]["codes.npy"]
+    data = bytearray(shard.path.read_bytes())
+    data[offset + size - 1] ^= 0x01  # still a valid code; the checksum catches it
+    shard.path.write_bytes(bytes(data))
+    return entry["key"]

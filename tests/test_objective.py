@@ -163,3 +163,66 @@ def test_held_out_scores_are_means_per_frame_over_everything_scored():
     assert means["loss"] == pytest.approx(1.5) and means["sub_talker_accuracy"] == pytest.approx(1.5)
     assert means["eos_accuracy"] == pytest.approx(0.75) and means["frames"] == 40 and means["samples"] == 4
     assert ScoreTally().means()["loss"] == 0.0 and ScoreTally().frames == 0
+
+
+def gradients(objective: TalkerObjective) -> dict[str, torch.Tensor]:
+    grads = {name: p.grad.detach().clone() for name, p in objective.named_parameters() if p.grad is not None}
+    objective.zero_grad(set_to_none=True)
+    return grads
+
+
+def test_micro_batch_losses_weighted_by_the_steps_targets_add_up_to_the_whole_batchs_gradient(setup):
+    """Split one batch into micro-batches of different sizes: with the step's target counts, their gradients add up
+    to the gradient of the whole batch's mean loss (the plain mean of micro-batch means would not)."""
+    from qwen_swe.objective import StepTargets, count_targets
+
+    wrapper, layout = setup
+    objective = TalkerObjective(fresh_swedish_model(wrapper.source), sub_talker_weight=0.3).double()
+    samples = random_samples(wrapper.model, count=3, seed=7)
+    whole = layout.collate([layout.build(s, "streaming") for s in samples])
+    parts = [layout.collate([layout.build(s, "streaming") for s in group]) for group in (samples[:1], samples[1:])]
+    assert count_targets(parts[0]) != count_targets(parts[1])  # unequal micro-batches: the case that matters
+    objective(whole)["loss"].backward()
+    expected = gradients(objective)
+    targets = StepTargets(*map(sum, zip(*(count_targets(part) for part in parts))))
+    assert targets == StepTargets(*count_targets(whole))
+    for part in parts:
+        objective(part, targets=targets)["loss"].backward()
+    accumulated = gradients(objective)
+    assert expected.keys() == accumulated.keys()
+    for name in expected:
+        torch.testing.assert_close(accumulated[name], expected[name], rtol=1e-6, atol=1e-9, msg=name)
+    for part in parts:  # the mean of the micro-batches' own means weights them wrongly
+        (objective(part)["loss"] / 2).backward()
+    naive = gradients(objective)
+    assert not torch.allclose(naive["model.talker.codec_head.weight"], expected["model.talker.codec_head.weight"],
+                              rtol=1e-3)
+
+
+def test_sub_talker_frame_sampling_is_seeded_uniform_and_leaves_codebook_0_alone(setup):
+    from qwen_swe.objective import count_targets, frame_sampling_generator, sample_sub_talker_frames
+
+    wrapper, layout = setup
+    objective = TalkerObjective(wrapper.model).eval()
+    batch = layout.collate([layout.build(s, "streaming") for s in random_samples(wrapper.model, count=4, seed=3)])
+    frames = batch.sub_frames.numel()
+    assert sample_sub_talker_frames(batch, 1.0, frame_sampling_generator(0, 1, 0, 0)) is batch
+    drawn = sample_sub_talker_frames(batch, 0.25, frame_sampling_generator(0, 1, 0, 0))
+    assert drawn.sub_frames.numel() == round(0.25 * frames)
+    assert count_targets(drawn) == (count_targets(batch)[0], round(0.25 * frames) * 15)
+    whole = set(zip(batch.sub_batch.tolist(), batch.sub_positions.tolist(), batch.sub_frames.tolist()))
+    picked = list(zip(drawn.sub_batch.tolist(), drawn.sub_positions.tolist(), drawn.sub_frames.tolist()))
+    assert set(picked) <= whole and len(set(picked)) == len(picked)  # without replacement, the same triples
+    again = sample_sub_talker_frames(batch, 0.25, frame_sampling_generator(0, 1, 0, 0))
+    assert torch.equal(again.sub_frames, drawn.sub_frames)  # same (seed, step, micro-batch, rank): same frames
+    other = sample_sub_talker_frames(batch, 0.25, frame_sampling_generator(0, 2, 0, 0))
+    assert not torch.equal(other.sub_frames, drawn.sub_frames)
+    tiny = sample_sub_talker_frames(batch, 1e-6, frame_sampling_generator(0, 1, 0, 0))
+    assert tiny.sub_frames.numel() == 1  # never zero frames
+    with torch.no_grad():
+        full, sampled = objective(batch), objective(drawn)
+        assert torch.equal(sampled["codebook0_loss"], full["codebook0_loss"])
+        # every frame equally likely: over many draws the sampled loss averages to the full one
+        draws = [objective(sample_sub_talker_frames(batch, 0.25, frame_sampling_generator(9, step, 0, 0)))
+                 ["sub_talker_loss"] for step in range(300)]
+    assert float(torch.stack(draws).mean()) == pytest.approx(float(full["sub_talker_loss"]), rel=0.01)

@@ -198,6 +198,9 @@ def trained_state_dict(checkpoint: Path) -> dict[str, Any]:
         import contextlib
         import io
 
+        from ..noise import quiet_cpu_accelerator
+
+        quiet_cpu_accelerator()
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         with contextlib.redirect_stdout(io.StringIO()):  # it narrates every step

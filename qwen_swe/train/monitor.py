@@ -89,24 +89,28 @@ class StatusFile:
         write_json_atomic(self.path, self.state)
 
 
-# The per-micro-batch means the objective reports; a step's value is their mean over the accumulated micro-batches.
+# A step's losses and accuracies: exact means per target over all its micro-batches and ranks (never a mean of
+# micro-batch means), from per-target sums kept on the device until the step's one reduction.
 LOSS_NAMES = ("codebook0_accuracy", "codebook0_loss", "loss", "sub_talker_accuracy", "sub_talker_loss")
+# StepTally.sums, in this order: each part's sum over its targets, and the target counts
+SUM_NAMES = ("codebook0_loss", "codebook0_accuracy", "codebook0_targets", "sub_talker_loss", "sub_talker_accuracy",
+             "sub_talker_targets", "non_finite_losses")
 
 
 @dataclass
 class StepTally:
-    """One optimizer step on one rank: what its micro-batches scored, held and cost."""
+    """One optimizer step on one rank: what its micro-batches scored, held and cost. Scores stay on the device
+    (`sums`): reading a number back to the host would stall a GPU once per micro-batch."""
 
     accumulation: int
     started: float = field(default_factory=time.perf_counter)
     waited: float = 0.0  # seconds spent waiting for the loader
-    losses: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LOSS_NAMES, 0.0))
-    frames: float = 0.0
+    sums: Any = None  # float64 tensor on the device, SUM_NAMES
+    frames: float = 0.0  # target frames of the batches that ran (all of them, however many the sub-talker scored)
     positions: float = 0.0
     padded: float = 0.0
     keys: list[str] = field(default_factory=list)
     batches: list[dict[str, Any]] = field(default_factory=list)  # layout and keys per micro-batch (diagnosis)
-    all_finite: bool = True
     bad_samples: list[dict[str, Any]] = field(default_factory=list)  # shard, key, error of each sample skipped
 
     def fetch(self, batches: Iterator[Any]) -> Any:
@@ -116,28 +120,29 @@ class StepTally:
         self.bad_samples += batch.extra.get("bad_samples", [])
         return batch
 
-    def add(self, batch: Any, out: dict[str, Any], finite: bool) -> None:
+    def add(self, batch: Any, out: dict[str, Any], target_frames: int) -> None:
+        """A micro-batch that ran: `batch` as it came from the loader (host tensors), `out` the objective's."""
+        import torch
+
         self.keys += batch.keys
         self.batches.append({"layout": batch.extra.get("layout"), "keys": batch.keys})
-        self.all_finite = self.all_finite and finite
-        for name in LOSS_NAMES:
-            self.losses[name] += float(out[name].detach()) / self.accumulation
-        self.frames += float(out["frames"])
-        self.positions += float(out["positions"])
-        self.padded += float(out["padded_positions"])
-
-    @property
-    def finite(self) -> bool:
-        """Every micro-batch scored finite, and there was at least one (a step whose micro-batches were all skipped
-        updates nothing)."""
-        return self.all_finite and bool(self.keys)
+        cb0, sub = out["codebook0_targets"], out["sub_talker_targets"]
+        scores = torch.stack([out["codebook0_loss"] * cb0, out["codebook0_accuracy"] * cb0, cb0,
+                              out["sub_talker_loss"] * sub, out["sub_talker_accuracy"] * sub, sub,
+                              (~torch.isfinite(out["loss"])).to(cb0.dtype)]).detach().double()
+        self.sums = scores if self.sums is None else self.sums + scores
+        self.frames += target_frames
+        self.positions += float(batch.attention_mask.sum())
+        self.padded += float(batch.attention_mask.numel())
 
 
 class MetricsProcessor:
     """The step record: reduced across ranks, written to metrics.jsonl and TensorBoard, shown on the progress bar."""
 
-    def __init__(self, accelerator: Any, run_dir: Path, max_steps: int, log_every: int, device_type: str):
+    def __init__(self, accelerator: Any, run_dir: Path, max_steps: int, log_every: int, device_type: str,
+                 sub_talker_weight: float):
         self.accelerator = accelerator
+        self.sub_talker_weight = sub_talker_weight
         self.log = MetricsLog(run_dir)
         self.status = StatusFile(run_dir, max_steps, enabled=accelerator.is_main_process)
         self.max_steps, self.log_every, self.device_type = max_steps, log_every, device_type
@@ -151,18 +156,27 @@ class MetricsProcessor:
 
     def step_record(self, step: int, epoch: int, tally: StepTally, grad_norm: Optional[float], finite: bool,
                     learning_rates: dict[str, float], layer_stats: dict[str, float]) -> dict[str, Any]:
-        """The job's view of one step: sums over ranks, losses averaged over ranks (one small all-reduce)."""
+        """The job's view of one step: sums over ranks, losses as means per target over the whole step (one small
+        all-reduce, the step's one read back to the host)."""
         import torch
 
         elapsed = time.perf_counter() - tally.started
-        losses = tally.losses if tally.keys else dict.fromkeys(LOSS_NAMES, float("nan"))
-        world = self.accelerator.num_processes
-        summed = self.accelerator.reduce(
-            torch.tensor([tally.frames, tally.positions, tally.padded, len(tally.keys), len(tally.bad_samples)]
-                         + [losses[n] for n in LOSS_NAMES], device=self.accelerator.device, dtype=torch.float64),
-            reduction="sum").tolist()
-        frames, positions, padded, samples, bad, *loss_sums = summed
-        return {"step": step, "epoch": epoch, **{n: value / world for n, value in zip(LOSS_NAMES, loss_sums)},
+        device = self.accelerator.device
+        scores = tally.sums if tally.sums is not None else torch.zeros(len(SUM_NAMES), dtype=torch.float64,
+                                                                       device=device)
+        counts = torch.tensor([tally.frames, tally.positions, tally.padded, len(tally.keys), len(tally.bad_samples)],
+                              dtype=torch.float64, device=device)
+        summed = self.accelerator.reduce(torch.cat([counts, scores.to(device)]), reduction="sum").tolist()
+        frames, positions, padded, samples, bad = summed[:5]
+        total = dict(zip(SUM_NAMES, summed[5:]))
+        losses = dict.fromkeys(LOSS_NAMES, float("nan"))
+        if samples:
+            cb0, sub = max(total["codebook0_targets"], 1.0), max(total["sub_talker_targets"], 1.0)
+            losses.update(codebook0_loss=total["codebook0_loss"] / cb0, codebook0_accuracy=total["codebook0_accuracy"]
+                          / cb0, sub_talker_loss=total["sub_talker_loss"] / sub,
+                          sub_talker_accuracy=total["sub_talker_accuracy"] / sub)
+            losses["loss"] = losses["codebook0_loss"] + self.sub_talker_weight * losses["sub_talker_loss"]
+        return {"step": step, "epoch": epoch, **losses,
                 "grad_norm": grad_norm, "finite": finite, "samples": int(samples), "bad_samples": int(bad),
                 # no micro-batch of the step had a usable sample on every rank: nothing was scored or updated
                 "data_skipped": not tally.keys, "frames_per_s": frames / elapsed,

@@ -9,16 +9,19 @@ The trainer wires components with one job each and keeps the step and the loop o
 - `NonFiniteGuard` (numerics.py): counting non-finite steps, the diagnostic bundle, fault injection for drills;
 - hooks (hooks.py): what the caller plugs in, such as in-training synthesis.
 
-`train_step`: fetch `accumulation` micro-batches, agree across ranks that everyone has a usable batch and a finite
-loss, backward, clip, check the gradient norm, step.
+`train_step`: fetch `accumulation` micro-batches, draw their sub-talker frames, agree across ranks on the ones
+everyone can run and on the step's target counts (one all-reduce), forward + backward each with its share of the
+step's mean loss (exact gradient weighting) and the accumulation boundary on the last one, clip, check that every
+loss and the gradient norm are finite (one all-reduce), step. Nothing is read back to the host per micro-batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import math
 import signal
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
@@ -29,7 +32,7 @@ from ..data.stream import ShardIndex, ShardStream, StreamConfig, make_loader, ov
 from ..files import write_json_atomic
 from ..layout import Batch, SequenceLayout
 from ..noise import quiet_cpu_accelerator, quiet_training_warnings
-from ..objective import TalkerObjective
+from ..objective import StepTargets, TalkerObjective, count_targets, frame_sampling_generator, sample_sub_talker_frames
 from .checkpointer import Checkpointer, Progress
 from .config import ConfigError, RunConfig
 from .evaluator import HeldOutEvaluator
@@ -193,7 +196,11 @@ class Trainer:
             check_shard_files(self.evaluator.index)
         self.guard = NonFiniteGuard(patience=config.run.non_finite_patience)
         self.metrics = MetricsProcessor(accelerator, self.run_dir, self.max_steps, config.run.log_every,
-                                        self.device_type)
+                                        self.device_type, config.objective.sub_talker_weight)
+        # Each micro-batch's loss is already its share of the step's mean over all micro-batches and ranks; undo
+        # the averaging the stack adds on top: accelerate (or DeepSpeed) divides by the accumulation, DDP (or
+        # ZeRO) averages over ranks.
+        self.loss_multiplier = float(config.optim.accumulation * accelerator.num_processes)
         self.stop_requested: Optional[str] = None
 
     # ------------------------------------------------------------------------------------------ data
@@ -219,9 +226,9 @@ class Trainer:
                 yield batch
             progress.epoch, progress.batches_done = progress.epoch + 1, 0
 
-    def _all(self, flag: bool) -> bool:
+    def _all(self, flag: bool | torch.Tensor) -> bool:
         """True when `flag` holds on every rank (one tiny all-reduce)."""
-        value = torch.tensor([1.0 if flag else 0.0], device=self.accelerator.device)
+        value = torch.as_tensor(flag, dtype=torch.float32, device=self.accelerator.device).reshape(1)
         return bool(self.accelerator.reduce(value, reduction="sum").item() == self.accelerator.num_processes)
 
     # ------------------------------------------------------------------------------------------ the step
@@ -230,24 +237,23 @@ class Trainer:
         tally = StepTally(accumulation=self.config.optim.accumulation)
         every = self.config.run.activation_stats_every
         self.activations.armed = bool(every and self.step % every == 0)
-        for _ in range(tally.accumulation):
-            batch = tally.fetch(batches)
-            if not self._all(not batch.is_empty):  # a rank's whole batch was unusable: everyone skips it
-                continue
+        micro = [tally.fetch(batches) for _ in range(tally.accumulation)]
+        scored = [self._sample_frames(batch, index) for index, batch in enumerate(micro)]
+        runnable, targets = self._plan_step(scored)
+        for position, index in enumerate(runnable):
             if self.fault is not None:
-                self.fault.keys = batch.keys
-            with accelerator.accumulate(objective):
-                out = objective(batch.to(accelerator.device))
-                finite = self._all(bool(torch.isfinite(out["loss"]).item()))
-                if finite:
-                    accelerator.backward(out["loss"])
-            tally.add(batch, out, finite)
-        grad_norm, finite = None, tally.finite
-        if finite:
+                self.fault.keys = micro[index].keys
+            with self._micro_step(boundary=position == len(runnable) - 1):
+                out = objective(scored[index].to(accelerator.device), targets=targets)
+                accelerator.backward(out["loss"] * self.loss_multiplier)
+            tally.add(micro[index], out, target_frames=int(micro[index].sub_frames.numel()))
+        grad_norm, finite = None, False
+        if runnable:
             limit = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else float("inf")  # 0: no clipping
             norm = accelerator.clip_grad_norm_(objective.parameters(), limit)
+            norm_finite = True if norm is None else torch.isfinite(torch.as_tensor(norm, device=accelerator.device))
+            finite = self._all(norm_finite & (tally.sums[-1] == 0))  # every loss and the gradient norm finite
             grad_norm = float(norm) if norm is not None else None
-            finite = grad_norm is None or math.isfinite(grad_norm)
         if finite:
             self.optimizer.step()
         self.scheduler.step()  # step counts are optimizer steps, skipped or not
@@ -255,6 +261,39 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.activations.armed = False
         return StepOutcome(tally, grad_norm, finite, layer_stats)
+
+    def _sample_frames(self, batch: Batch, index: int) -> Batch:
+        """The micro-batch with its sub-talker frames drawn (`objective.sub_talker_frames`), from a generator seeded
+        by (run seed, step, micro-batch, rank) so that a resumed run draws the same frames."""
+        share = self.config.objective.sub_talker_frames
+        if share >= 1.0 or batch.is_empty:
+            return batch
+        generator = frame_sampling_generator(self.config.run.seed, self.step, index, self.accelerator.process_index)
+        return sample_sub_talker_frames(batch, share, generator)
+
+    def _plan_step(self, micro: list[Batch]) -> tuple[list[int], StepTargets]:
+        """Which micro-batches every rank can run (a rank whose micro-batch held no usable sample makes everyone
+        pass over that one: DeepSpeed needs the same backward calls on every rank), and the step's targets over
+        those on all ranks. One all-reduce for the step, before any forward."""
+        counts = torch.tensor([[0.0 if batch.is_empty else 1.0, *count_targets(batch)] for batch in micro],
+                              dtype=torch.float64, device=self.accelerator.device)
+        summed = self.accelerator.reduce(counts, reduction="sum").tolist()
+        runnable = [index for index, (usable, _, _) in enumerate(summed) if usable == self.accelerator.num_processes]
+        return runnable, StepTargets(sum(summed[i][1] for i in runnable), sum(summed[i][2] for i in runnable))
+
+    @contextmanager
+    def _micro_step(self, boundary: bool) -> Iterator[None]:
+        """One micro-batch's forward and backward, with the accumulation boundary (the gradient all-reduce, and
+        under DeepSpeed its optimizer step) on the last micro-batch that runs, decided here rather than by
+        accelerate's counter, which a passed-over micro-batch would shift for the rest of the run. accelerate reads
+        the flag from its gradient state (its DeepSpeed wrapper sets the engine's boundary from it, its optimizer
+        wrapper steps only on it); `no_sync` keeps DDP from all-reducing before the boundary."""
+        self.accelerator.gradient_state._set_sync_gradients(boundary)
+        try:
+            with contextlib.nullcontext() if boundary else self.accelerator.no_sync(self.objective):
+                yield
+        finally:
+            self.accelerator.gradient_state._set_sync_gradients(True)
 
     def step_record(self, outcome: StepOutcome) -> dict[str, Any]:
         """The job's record of the step just counted (reduced across ranks): what metrics.jsonl gets."""

@@ -75,6 +75,9 @@ class DataSection:
 class ObjectiveSection:
     sub_talker_weight: float = 0.3
     mask_suppressed_logits: bool = True
+    # share of each micro-batch's target frames whose sub-talker loss a training step computes (drawn per step;
+    # 1: every frame). The codebook-0 loss always covers every position; held-out eval always scores every frame.
+    sub_talker_frames: float = 1.0
 
 
 @dataclass

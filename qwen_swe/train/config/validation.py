@@ -87,6 +87,10 @@ def _check_data(config: RunConfig, errors: list[str]) -> None:
 
 def _check_objective(config: RunConfig, errors: list[str]) -> None:
     _non_negative(errors, "objective.sub_talker_weight", config.objective.sub_talker_weight)
+    share = config.objective.sub_talker_frames
+    if not 0.0 < share <= 1.0:
+        errors.append(f"objective.sub_talker_frames: must be in (0, 1] (the share of frames whose sub-talker loss a "
+                      f"step computes, e.g. 0.25), got {share}")
 
 
 def _check_train(config: RunConfig, errors: list[str]) -> None:

@@ -1,0 +1,64 @@
+"""The training step in one process: accumulation passes over a micro-batch with no usable sample and still updates
+the weights at every step; the sub-talker's frame draw is part of the run's state, so a resumed run continues
+exactly; eval scores every frame whatever the training share."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qwen_swe.data.synthetic import synthetic_shards
+from qwen_swe.train.config import load_config
+from qwen_swe.train.provenance import ResumeRefused
+
+from ..helpers import empty_micro_batch_in_the_middle_for
+from ..launching import losses
+from .conftest import fresh_accelerate_state_reset
+from .test_presets import WatchWeights
+
+
+def train(model, shards, run_dir, *extra, hooks=(), resume=None):
+    from qwen_swe.train.trainer import Trainer
+
+    fresh_accelerate_state_reset()
+    config = load_config(None, "smoke", [
+        f"model.path={model}", f"data.shards={shards}", f"run.output_dir={run_dir}", "data.max_samples=1",
+        "data.layouts={streaming: 1}", "optim.accumulation=2", "objective.sub_talker_frames=0.25",
+        "schedule.total_steps=4", "schedule.warmup_steps=0", "run.checkpoint_every=2", "run.eval_every=2", "run.eval_batches=100",
+        "run.tensorboard=false", "train.freeze=[text_embedding]", *extra])
+    try:
+        return Trainer(config, resume=resume, hooks=hooks).run()
+    finally:
+        fresh_accelerate_state_reset()
+
+
+def test_accumulation_with_an_empty_micro_batch_and_sampled_frames_updates_every_step_and_resumes_exactly(
+        tiny_06b, tmp_path):
+    shards = synthetic_shards(tmp_path / "shards", shards=1, per_shard=10, eval_samples=3, with_reference=False)
+    empty_micro_batch_in_the_middle_for(shards, rank=0, world=1)
+    watch = WatchWeights()
+    assert train(tiny_06b, shards, tmp_path / "whole", "run.max_steps=4", hooks=[watch]) == 0
+    records = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["samples"] for r in records] == [2, 1, 2, 2] and records[1]["bad_samples"] == 1
+    assert all(r["finite"] for r in records)
+    assert len(watch.moved) == 4 and all(moved > 0 for moved in watch.moved), watch.moved  # no step lost
+    manifest = json.loads((tmp_path / "whole" / "run_manifest.json").read_text())
+    assert manifest["math"]["objective.sub_talker_frames"] == 0.25
+
+    assert train(tiny_06b, shards, tmp_path / "split", "run.max_steps=2") == 0
+    assert train(tiny_06b, shards, tmp_path / "split", "run.max_steps=4", resume="auto") == 0
+    ours, theirs = losses(tmp_path / "split"), losses(tmp_path / "whole")
+    assert sorted(ours) == [1, 2, 3, 4] and all(ours[step] == theirs[step] for step in ours), (ours, theirs)
+    # held-out eval scores every frame of the eval split, whatever share training draws
+    report = json.loads((tmp_path / "whole" / "report.json").read_text())
+    assert report["last_eval"]["frames"] == sum(
+        entry["frames"] for entry in json.loads((shards / "eval" / "eval-000000.entries.json").read_text()))
+
+
+def test_a_changed_frame_share_is_refused_on_resume(tiny_06b, tmp_path):
+    shards = synthetic_shards(tmp_path / "shards", shards=1, per_shard=6, eval_samples=0, with_reference=False)
+    assert train(tiny_06b, shards, tmp_path / "run", "run.max_steps=2", "run.eval_every=0") == 0
+    with pytest.raises(ResumeRefused, match=r"objective.sub_talker_frames: 0.25 -> 0.5"):
+        train(tiny_06b, shards, tmp_path / "run", "run.max_steps=4", "run.eval_every=0",
+              "objective.sub_talker_frames=0.5", resume="auto")
