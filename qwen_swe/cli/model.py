@@ -73,8 +73,9 @@ def parity(model_dir: str, layout: str, frames: int, as_json: bool) -> None:
 
     For every layout, language (auto, a released one, swedish if registered) and speaker conditioning, hooks record
     what generate() feeds the talker and the code predictor; the same codes are teacher-forced through the training
-    objective and the largest differences are printed. Exit code 1 on any difference above 1e-5. Run it after
-    upgrading qwen-tts or transformers. Uses fp32 on the CPU.
+    objective and the largest differences are printed. Both sides run in float64 on the CPU, so that a released
+    model's large logits compare exactly; exit code 1 on any difference above 1e-5 of the size of the values compared
+    (max|a - b| / max(1, max|b|)). Run it after upgrading qwen-tts or transformers.
     """
     from ..parity import TOLERANCE, run_parity
 

@@ -3,7 +3,8 @@
 - Exact weighting: two samples of different lengths trained for one step as one batch, as two accumulated
   micro-batches (one process), and as one micro-batch on each of two ranks (DDP, DeepSpeed ZeRO-2) give the same
   update. The optimizer is made linear in the gradient (AdamW's first step with an epsilon far above any gradient:
-  update = lr * g / (|g| + eps), with lr = eps), so equal weights after the step mean equal gradients.
+  update = lr * g / (|g| + eps), with lr = eps), so equal updates mean equal gradients (to 1e-6 of each tensor's
+  largest update: fp32 sums taken in another order differ in their last bits).
 - No drift: DDP and ZeRO-2 with accumulation 2 and a micro-batch that no rank can use in the middle of a step still
   step the optimizer at every trainer step (DeepSpeed's own step counter agrees), and stopping and resuming in the
   middle of the run continues exactly. (One process: tests/train/test_step.py.)
@@ -85,8 +86,13 @@ def test_one_batch_accumulation_and_two_ranks_give_the_same_update(tiny_06b, tmp
     assert "model.talker.codec_head.weight" in trained and any("code_predictor" in key for key in trained)
     for name, theirs in weights.items():
         for key in trained:
-            torch.testing.assert_close(theirs[key], reference[key], rtol=1e-6, atol=1e-6,
-                                       msg=lambda message, key=key: f"{name}: {key}: {message}")
+            # fp32 sums taken in another order differ in their last bits: 1e-6 of the tensor's largest update, plus
+            # the rounding of fp32 weights themselves (2 units in the last place)
+            update, their_update = reference[key] - start[key], theirs[key] - start[key]
+            worst = float((their_update - update).abs().max())
+            allowed = 1e-6 * float(update.abs().max()) + 2 * torch.finfo(torch.float32).eps * float(
+                reference[key].abs().max())
+            assert worst <= allowed, (name, key, worst, allowed)
 
 
 def trained_state_dict_of_model(model_dir: Path, keys) -> dict[str, torch.Tensor]:
