@@ -26,7 +26,11 @@ test: setup
 clean-env:
 	rm -f $(VENV)
 
-.PHONY: bench
+.PHONY: bench bench-real-shape
 bench: setup
 	$(PY) tools/bench_loader.py
 	$(PY) tools/bench_step.py
+
+# The released widths on this machine (about 10 minutes, up to ~9 GB): sub-talker frame sampling's speed and memory.
+bench-real-shape: setup
+	$(PY) tools/bench_real_shape.py

@@ -230,7 +230,7 @@ def memory_plan(run: Any, ds: Optional[dict], precision: Any, host: str, per_hos
         precision=precision.mode, optimizer=run.optim.name if run.optim.name in ("adamw", "adamw_8bit") else "adamw",
         mode=run.train.mode, lora_rank=run.train.lora.r, gradient_checkpointing=run.train.gradient_checkpointing,
         freeze_text_embedding=any("text_embedding" in pattern for pattern in run.train.freeze),
-        frame_budget=run.data.frame_budget)
+        frame_budget=run.data.frame_budget, sub_talker_frames=run.objective.sub_talker_frames)
     try:
         shape = resolve_shape(run.model.path)
         result = estimate(shape, settings, HOSTS[PLAN_HOSTS[host]])

@@ -81,6 +81,9 @@ def collect() -> dict[str, Any]:
         bf16 = True  # CPU autocast and bf16 tensors work on every x86-64/aarch64 torch build we support
     else:
         bf16 = bool(torch.cuda.is_bf16_supported())
+    from .train.precision import SLOW_BF16, bf16_slowdown
+
+    slowdown = round(bf16_slowdown(device), 2) if bf16 else None
     bnb_ok, bnb_error = _quietly_import("bitsandbytes.optim")
     advice = []
     if rocm:
@@ -91,6 +94,9 @@ def collect() -> dict[str, Any]:
         ]
     if device == "cpu":
         advice.append("No GPU visible: training runs on the CPU (fine for tests and the demo only).")
+    if slowdown is not None and slowdown >= SLOW_BF16:
+        advice.append(f"bf16 matmuls take {slowdown:.0f}x the time of fp32 here (no native bf16 units): train with "
+                      "train.precision=fp32 on this machine.")
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -99,6 +105,7 @@ def collect() -> dict[str, Any]:
         "device": device,
         "devices": devices,
         "bf16_supported": bf16,
+        "bf16_matmul_time_vs_fp32": slowdown,  # measured here: > 1 means bf16 is slower
         "fp16": "never used (unstable for Qwen3-TTS)",
         "attention_implementations": _attention_implementations(torch),
         "deepspeed_ops": _deepspeed_ops(),
@@ -120,7 +127,9 @@ def render(info: dict[str, Any]) -> str:
     ]
     for gpu in info["devices"]:
         lines.append(f"  gpu {gpu['index']}: {gpu['name']}, {gpu['memory_gb']} GB")
-    lines.append(f"bf16 supported:  {'yes' if info['bf16_supported'] else 'no'}")
+    slowdown = info.get("bf16_matmul_time_vs_fp32")
+    lines.append(f"bf16 supported:  {'yes' if info['bf16_supported'] else 'no'}"
+                 + (f" (a bf16 matmul takes {slowdown:g}x the time of fp32 here)" if slowdown is not None else ""))
     lines.append("attention:       " + ", ".join(f"{k}: {v}" for k, v in info["attention_implementations"].items()))
     lines.append("deepspeed ops:   " + ", ".join(f"{k}: {v}" for k, v in info["deepspeed_ops"].items()))
     lines.append(f"bitsandbytes:    {info['bitsandbytes']}")

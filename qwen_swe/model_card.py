@@ -107,6 +107,8 @@ def render_model_card(folder: Path, source: Any, result: Any, eval_json: Optiona
               f"| precision | {source.manifest.get('precision_strategy')} |",
               f"| world size | {source.manifest.get('world_size')} process(es), {source.manifest.get('distributed_type')} |",
               f"| layouts | {', '.join(source.config.data.layouts)} |",
+              f"| objective | sub-talker weight {source.config.objective.sub_talker_weight:g}, sub-talker loss on "
+              f"{source.config.objective.sub_talker_frames:g} of the frames per step |",
               f"| optimizer | {source.config.optim.name}, lr {source.config.optim.lr}, "
               f"schedule {source.config.schedule.name} over {source.config.schedule.total_steps} steps |",
               f"| code | qwen-swe {source.manifest.get('versions', {}).get('qwen-swe')} "

@@ -106,3 +106,55 @@ def load_model(model_dir: str | Path, dtype: Any = None, attn_implementation: st
     return Qwen3TTSModel.from_pretrained(
         str(model_dir), dtype=dtype or torch.float32, attn_implementation=attn_implementation
     )
+
+
+def load_speaker_encoder(model_dir: str | Path, config: Any) -> Any:
+    """The folder's speaker encoder alone, in fp32, its weights read from the folder's safetensors by name: the
+    talker (nearly all of a model's bytes) is never loaded. Raises ValueError when the folder has none."""
+    import torch
+    from safetensors import safe_open
+
+    import_qwen_tts()
+    from qwen_tts.core.models.modeling_qwen3_tts import Qwen3TTSSpeakerEncoder
+
+    prefix = "speaker_encoder."
+    state = {}
+    for file in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():
+                if key.startswith(prefix):
+                    state[key[len(prefix):]] = handle.get_tensor(key).to(torch.float32)
+    if not state:
+        raise ValueError(f"{model_dir}: the model has no speaker encoder weights (a CustomVoice model?); shards need "
+                         "a Base model, whose speaker encoder gives every sample its x-vector")
+    encoder = Qwen3TTSSpeakerEncoder(config.speaker_encoder_config)
+    encoder.load_state_dict(state, strict=True)
+    return encoder.float().eval()
+
+
+def speaker_embedding(encoder: Any, wav: Any, device: Any) -> Any:
+    """What `Qwen3TTSForConditionalGeneration.extract_speaker_embedding` computes (the same mel front end, the same
+    encoder), for a 24 kHz float32 clip, from the encoder alone."""
+    import torch
+
+    from qwen_tts.core.models.modeling_qwen3_tts import mel_spectrogram
+
+    mels = mel_spectrogram(torch.from_numpy(wav).unsqueeze(0), n_fft=1024, num_mels=128, sampling_rate=24000,
+                           hop_size=256, win_size=1024, fmin=0, fmax=12000).transpose(1, 2)
+    return encoder(mels.to(device).to(next(encoder.parameters()).dtype))[0]
+
+
+def load_speech_tokenizer(model_dir: str | Path) -> Any:
+    """The folder's 12 Hz codec (`speech_tokenizer/`), as qwen_tts loads it."""
+    import_qwen_tts()
+    from qwen_tts.inference.qwen3_tts_tokenizer import Qwen3TTSTokenizer
+
+    return Qwen3TTSTokenizer.from_pretrained(str(Path(model_dir) / "speech_tokenizer"))
+
+
+def load_text_tokenizer(model_dir: str | Path) -> Any:
+    """The folder's text tokenizer exactly as `Qwen3TTSModel.from_pretrained` sets it up (its processor's)."""
+    import_qwen_tts()
+    from qwen_tts.core.models import Qwen3TTSProcessor
+
+    return Qwen3TTSProcessor.from_pretrained(str(model_dir), fix_mistral_regex=True).tokenizer

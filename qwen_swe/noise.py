@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 
 def quiet_cpu_accelerator() -> None:
@@ -28,3 +30,17 @@ def quiet_training_warnings() -> None:
     # are optimizer steps, skipped or not.
     warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`",
                             category=UserWarning)
+
+
+@contextmanager
+def quiet_generation_notes() -> Iterator[None]:
+    """transformers' generate() says "Setting `pad_token_id` to `eos_token_id`" on every call, because the released
+    generation configs name no pad id; nothing a user can act on. Its logging is raised to errors for the call."""
+    from transformers.utils import logging as transformers_logging
+
+    before = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(before)

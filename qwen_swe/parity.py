@@ -20,6 +20,7 @@ import torch
 
 from .layout import Sample, SequenceLayout
 from .model_shapes import LAYOUTS, SAMPLE_RATE
+from .noise import quiet_generation_notes
 from .objective import TalkerObjective
 
 # At float32, a released model's logits (around 18) differ by more than 1e-5 between the incremental inference pass
@@ -174,11 +175,8 @@ def conditions(model: Any, layouts: list[str]) -> list[tuple[str, str, str]]:
 def run_parity(model_dir: str, layouts: Optional[list[str]] = None, frames: int = 6, seed: int = 0,
                dtype: torch.dtype = torch.float64) -> list[ParityResult]:
     """Run every supported parity condition against the model folder and the installed qwen_tts (both in `dtype`)."""
-    from transformers.utils import logging as transformers_logging
-
     from .modeling import load_model
 
-    transformers_logging.set_verbosity_error()  # generate() notes the pad id on every call
     torch.manual_seed(seed)
     wrapper = load_model(model_dir, dtype=dtype)
     model = wrapper.model.eval()
@@ -191,7 +189,7 @@ def run_parity(model_dir: str, layouts: Optional[list[str]] = None, frames: int 
         torch.manual_seed(seed)
         sample = Sample(key=f"parity/{name}/{language}/{speaker}", text=PARITY_TEXT, codes=None, language=language)
         gen = dict(max_new_tokens=frames + 1, do_sample=True, subtalker_dosample=True, non_streaming_mode=not streaming)
-        with capture_inference(model) as capture:
+        with capture_inference(model) as capture, quiet_generation_notes():
             if speaker.startswith("speaker:"):
                 sample.speaker = speaker.split(":", 1)[1]
                 model.generate(

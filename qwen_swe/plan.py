@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .train.config.schema import SAMPLED_SUB_TALKER_FRAMES
 from .train.precision import PRECISIONS
 from .units import GIB, parse_bytes
 
@@ -257,6 +258,34 @@ def largest_parameter(counts: dict[str, int], shape: ModelShape) -> int:
                shape.text_hidden * shape.text_hidden)
 
 
+# ---------------------------------------------------------------------------------------- compute
+def step_flops(shape: ModelShape, batch: "BatchShape", sequence: int) -> dict[str, float]:
+    """Matmul FLOPs of one forward + backward (3x the forward's 2 x multiply-adds) over a batch, by part: the text
+    projection, the talker layers (projections, MLP, causal attention over `sequence` positions per sample), the
+    codebook-0 head at the supervised positions, the code predictor (16 positions per scored frame) and its heads.
+    Embedding lookups, norms and softmaxes are left out (a few percent)."""
+    t, c = shape.talker, shape.code_predictor
+    train = 6.0  # 2 FLOPs per multiply-add, forward + backward (2x the forward)
+
+    def decoder(d: DecoderShape, positions: float, context: float) -> float:
+        weights = d.hidden * (2 * d.q_width + 2 * d.kv_width) + 3 * d.hidden * d.intermediate
+        attention = 2 * d.q_width * context / 2  # QK^T and AV, causal: half the context on average
+        return train * d.layers * positions * (weights + attention)
+
+    scored = batch.sub_talker_frames
+    text = batch.positions  # every talker position carries a text channel (tts_pad when the text has run out)
+    flops = {
+        "text_projection": train * text * (shape.text_hidden * shape.text_hidden + shape.text_hidden * t.hidden),
+        "talker": decoder(t, batch.positions, sequence),
+        "codec_head": train * batch.supervised * t.hidden * shape.codec_vocab,
+        "code_predictor": decoder(c, scored * SUB_TALKER_POSITIONS, SUB_TALKER_POSITIONS)
+        + (train * scored * SUB_TALKER_POSITIONS * t.hidden * c.hidden if c.hidden != t.hidden else 0.0),
+        "code_predictor_heads": train * scored * (shape.code_groups - 1) * c.hidden * shape.codebook_size,
+    }
+    flops["total"] = sum(flops.values())
+    return flops
+
+
 # ---------------------------------------------------------------------------------------- settings and hosts
 @dataclass
 class Settings:
@@ -271,6 +300,7 @@ class Settings:
     gradient_checkpointing: bool = False
     freeze_text_embedding: bool = False
     frame_budget: int = 2048
+    sub_talker_frames: float = 1.0  # objective.sub_talker_frames: the share of frames the sub-talker is trained on
     text_tokens_per_frame: float = TEXT_TOKENS_PER_FRAME
     frames_per_sample: int = FRAMES_PER_SAMPLE
     loader_workers: int = 2
@@ -295,6 +325,8 @@ class Settings:
             errors.append("--offload needs DeepSpeed: add --zero 2 or --zero 3")
         if self.offload == "optimizer+params" and self.zero != 3:
             errors.append("--offload optimizer+params needs --zero 3 (ZeRO-2 keeps the weights on every GPU)")
+        if not 0.0 < self.sub_talker_frames <= 1.0:
+            errors.append(f"--sub-talker-frames: must be in (0, 1], got {self.sub_talker_frames}")
         if self.zero and self.optimizer == "adamw_8bit":
             errors.append("--optimizer adamw_8bit cannot run under DeepSpeed (ZeRO partitions the optimizer state "
                           "itself); use --zero 0 or --optimizer adamw")
@@ -370,8 +402,14 @@ def resolve_host(name: str, gpu_memory: Optional[str] = None, host_ram: Optional
 @dataclass(frozen=True)
 class BatchShape:
     positions: int  # talker positions in the padded batch (samples x longest sequence)
-    target_frames: int  # frames the sub-talker is trained on (16 code-predictor positions each)
+    target_frames: int  # frames of the batch
     supervised: int  # talker positions with a codebook-0 label (target frames + one EOS per sample)
+    scored_frames: Optional[int] = None  # frames the sub-talker is trained on (16 code-predictor positions each);
+    # None: every target frame (objective.sub_talker_frames = 1)
+
+    @property
+    def sub_talker_frames(self) -> int:
+        return self.target_frames if self.scored_frames is None else self.scored_frames
 
 
 def batch_shape(settings: Settings) -> BatchShape:
@@ -379,8 +417,9 @@ def batch_shape(settings: Settings) -> BatchShape:
     frames = settings.frame_budget
     samples = max(1, math.ceil(frames / max(1, settings.frames_per_sample)))
     text = math.ceil(frames * settings.text_tokens_per_frame)
+    scored = max(1, round(settings.sub_talker_frames * frames))
     return BatchShape(positions=frames + text + samples * PROMPT_POSITIONS, target_frames=frames,
-                      supervised=frames + samples)
+                      supervised=frames + samples, scored_frames=scored)
 
 
 # ---------------------------------------------------------------------------------------- the estimate
@@ -402,6 +441,7 @@ class Estimate:
     fits_gpu: bool
     fits_host: bool
     notes: list[str] = field(default_factory=list)
+    forward_backward_peak: float = 0.0  # activations + gradients at the peak of forward and backward alone
 
     @property
     def fits(self) -> bool:
@@ -438,7 +478,7 @@ def activation_parts(shape: ModelShape, batch: BatchShape, kind: str, checkpoint
     linear = LINEAR_OUTPUT_BYTES[kind]
     residual = RESIDUAL_BYTES[kind]
     norm = LAYER_ACTIVATION_BYTES[kind][0] / 2  # one RMSNorm's share of the per-layer hidden term
-    predictor_positions = batch.target_frames * SUB_TALKER_POSITIONS
+    predictor_positions = batch.sub_talker_frames * SUB_TALKER_POSITIONS
     talker_layer = layer_activation_bytes(t, kind) * batch.positions
     predictor_layer = layer_activation_bytes(c, kind) * predictor_positions
     if checkpointing:  # non-reentrant checkpointing keeps each layer's input; backward recomputes one layer at a time
@@ -451,9 +491,9 @@ def activation_parts(shape: ModelShape, batch: BatchShape, kind: str, checkpoint
     talker_head = batch.positions * norm * t.hidden + batch.supervised * 4 * shape.codec_vocab
     predictor_inputs = predictor_positions * t.hidden * residual * (2 if c.hidden != t.hidden else 1)
     predictor_heads = predictor_positions * norm * c.hidden \
-        + batch.target_frames * (shape.code_groups - 1) * shape.codebook_size * 4
+        + batch.sub_talker_frames * (shape.code_groups - 1) * shape.codebook_size * 4
     loss_logits = batch.supervised * 4 * shape.codec_vocab \
-        + batch.target_frames * (shape.code_groups - 1) * shape.codebook_size * 4
+        + batch.sub_talker_frames * (shape.code_groups - 1) * shape.codebook_size * 4
     return {
         "embeddings": embeddings, "talker_layers": talker_kept, "talker_head": talker_head,
         "predictor_inputs": predictor_inputs, "predictor_layers": predictor_kept, "predictor_heads": predictor_heads,
@@ -496,6 +536,10 @@ def estimate(shape: ModelShape, settings: Settings, host: Host, headroom: float 
              batch: Optional[BatchShape] = None) -> Estimate:
     """Per-device and per-host memory of one training step at steady state (optimizer state allocated)."""
     settings.check()
+    if host.device_is_host and settings.optimizer == "adamw_8bit":
+        raise ValueError("the planner models bitsandbytes' 8-bit AdamW on GPUs only: its CPU path keeps fp32 copies "
+                         "of each tensor's state and gradient while it steps (a 0.6B full fine-tune peaked at 1.8x "
+                         "the GPU figure here); plan a CPU run with --optimizer adamw")
     counts = parameter_counts(shape)
     trainable_parts = _trainable(counts, shape, settings)
     trainable = sum(trainable_parts.values())
@@ -551,7 +595,7 @@ def estimate(shape: ModelShape, settings: Settings, host: Host, headroom: float 
         acts["autocast_weight_cache"] = 0.0
     saved = sum(acts[k] for k in ("embeddings", "talker_layers", "talker_head", "predictor_inputs",
                                   "predictor_layers", "predictor_heads"))
-    peak = _backward_peak(shape, counts, trainable_parts, settings, acts, saved, grads_total)
+    peak, forward_backward = _backward_peak(shape, counts, trainable_parts, settings, acts, saved, grads_total)
     gpu.update(peak)  # what is live at the step's peak; the full gradient size is `gradients_total` below
     dynamic = sum(peak.values())
     if not host.device_is_host:
@@ -560,6 +604,10 @@ def estimate(shape: ModelShape, settings: Settings, host: Host, headroom: float 
     gpu_total = sum(gpu.values())
     notes.append(f"saved activations {saved / GB:.2f} GB, all gradients {grads_total / GB:.2f} GB per device; the "
                  "peak is when their live sum is largest")
+    notes.append("optimizer modelled: " + (
+        "DeepSpeed's partitioned AdamW (fp32 master weights, m and v)" if ds else
+        "bitsandbytes 8-bit AdamW, its GPU path (2 bytes of state a parameter)" if settings.optimizer == "adamw_8bit"
+        else "torch AdamW (m and v like the gradients)"))
 
     # ---- host RAM
     processes = settings.gpus_per_host
@@ -587,13 +635,14 @@ def estimate(shape: ModelShape, settings: Settings, host: Host, headroom: float 
         trainable_parameters=trainable, batch=dataclasses.asdict(batch), gpu=gpu, gpu_total=gpu_total,
         gpu_capacity=host.gpu_memory, host_ram=hostram, host_total=host_total, host_capacity=host.host_ram,
         headroom=headroom, fits_gpu=fits_gpu, fits_host=fits_host, notes=notes,
+        forward_backward_peak=forward_backward,
     )
 
 
 def _backward_peak(shape: ModelShape, counts: dict[str, int], trainable: dict[str, int], settings: Settings,
                    acts: dict[str, float], saved: float, grads_total: float) -> dict[str, float]:
     """What is live at the peak of forward end, backward and the optimizer step: {"activations", "gradients",
-    "optimizer_step_temporaries"}.
+    "optimizer_step_temporaries"}; and the peak of forward and backward alone (activations + gradients).
 
     Backward runs loss -> code predictor -> talker layers (last first) -> text projection -> embedding tables.
     Each stage frees its saved activations and adds its parameters' gradients; ZeRO reduces gradients into
@@ -630,6 +679,7 @@ def _backward_peak(shape: ModelShape, counts: dict[str, int], trainable: dict[st
         live_acts = max(0.0, live_acts - freed)
         if live_acts + live_grads > sum(best.values()):
             best = {"activations": live_acts, "gradients": live_grads, "optimizer_step_temporaries": 0.0}
+    forward_backward = sum(best.values())
     # the optimizer step: all gradients plus its temporaries (torch's per-tensor AdamW: two of the largest tensor)
     step_temp = 0.0
     if settings.zero == 0 and settings.optimizer == "adamw":
@@ -637,7 +687,7 @@ def _backward_peak(shape: ModelShape, counts: dict[str, int], trainable: dict[st
         step_temp = 2 * per_param_grad * min(largest_trainable, largest_parameter(counts, shape))
     if grads_total + step_temp > sum(best.values()):
         best = {"activations": 0.0, "gradients": grads_total, "optimizer_step_temporaries": step_temp}
-    return best
+    return best, forward_backward
 
 
 # ---------------------------------------------------------------------------------------- recommendations
@@ -651,6 +701,11 @@ class Saver:
 
 # Ordered by what they cost. Slowdowns are typical published figures for transformer training on GPUs.
 SAVERS: dict[str, Saver] = {
+    # Faster, not slower: the step time at the 1.7B shape with a quarter of the frames (tools/bench_real_shape.py)
+    "sub_talker_frames": Saver("sub_talker_frames", 0, 1 / 1.41,
+                               f"score the sub-talker on {SAMPLED_SUB_TALKER_FRAMES:g} of the frames per step "
+                               f"(objective.sub_talker_frames={SAMPLED_SUB_TALKER_FRAMES:g}, as the GPU presets "
+                               "do): an unbiased estimate that drops most of its activations and time"),
     "adamw_8bit": Saver("adamw_8bit", 0, 1.02, "8-bit Adam states: 2 instead of 8 bytes a parameter, near-free"),
     "gradient_checkpointing": Saver("gradient_checkpointing", 0, 1.33,
                                     "recompute each layer in backward: one more forward pass"),
@@ -673,7 +728,9 @@ def _apply(settings: Settings, savers: tuple[str, ...]) -> Optional[Settings]:
     """The settings with `savers` applied, or None when the combination is impossible."""
     s = dataclasses.replace(settings)
     for name in savers:
-        if name == "adamw_8bit":
+        if name == "sub_talker_frames":
+            s.sub_talker_frames = min(s.sub_talker_frames, SAMPLED_SUB_TALKER_FRAMES)
+        elif name == "adamw_8bit":
             s.optimizer = "adamw_8bit"
         elif name == "gradient_checkpointing":
             s.gradient_checkpointing = True
@@ -745,7 +802,10 @@ def recommend(shape: ModelShape, settings: Settings, host: Host, headroom: float
             candidates.append((cost, combo, applied))
     candidates.sort(key=lambda item: item[0])
     for cost, combo, applied in candidates:
-        result = estimate(shape, applied, host, headroom)
+        try:
+            result = estimate(shape, applied, host, headroom)
+        except ValueError:  # a combination the planner does not model on this host
+            continue
         if result.fits:
             why = "; ".join(SAVERS[n].why for n in combo)
             return Recommendation(False, list(combo), dataclasses.asdict(applied), result, cost[1], cost[0], why)
@@ -768,7 +828,9 @@ def render(result: Estimate, recommendation: Optional[Recommendation] = None) ->
         + f", {s['precision'] if not s['zero'] else ('bf16 + fp32 master' if s['precision'] != 'fp32' else 'fp32')}"
         + f", {s['optimizer']}, checkpointing {'on' if s['gradient_checkpointing'] else 'off'}",
         f"batch     frame budget {s['frame_budget']}: {result.batch['positions']} talker positions, "
-        f"{result.batch['target_frames'] * SUB_TALKER_POSITIONS} code-predictor positions",
+        f"{(result.batch['scored_frames'] or result.batch['target_frames']) * SUB_TALKER_POSITIONS} code-predictor "
+        f"positions" + (f" (sub-talker on {s['sub_talker_frames']:g} of the frames)" if s['sub_talker_frames'] < 1
+                        else ""),
         "",
         f"{'per device':<28}{'GB':>10}",
     ]
@@ -811,6 +873,8 @@ def settings_flags(settings: dict[str, Any]) -> str:
         flags.append("--gradient-checkpointing")
     if settings["freeze_text_embedding"]:
         flags.append("--freeze-text-embedding")
+    if settings["sub_talker_frames"] < 1:
+        flags.append(f"--sub-talker-frames {settings['sub_talker_frames']:g}")
     return " ".join(flags)
 
 
@@ -823,5 +887,5 @@ def plan_dict(result: Estimate, recommendation: Optional[Recommendation]) -> dic
 __all__ = [
     "BatchShape", "DecoderShape", "Estimate", "Host", "HOSTS", "ModelShape", "Recommendation", "SAVERS", "Settings",
     "batch_shape", "cpu_host", "estimate", "folder_shape", "machine_ram", "parameter_counts", "plan_dict",
-    "preset_shape", "recommend", "render", "resolve_host", "resolve_shape",
+    "preset_shape", "recommend", "render", "resolve_host", "resolve_shape", "step_flops",
 ]

@@ -24,6 +24,7 @@ def test_env_json_and_text():
     else:
         expected_device, expected_bf16 = "cpu", True
     assert info["device"] == expected_device and info["bf16_supported"] is expected_bf16
+    assert info["bf16_matmul_time_vs_fp32"] > 0  # measured, not assumed
     assert info["attention_implementations"]["sdpa"] == "available"
     assert info["bitsandbytes"] == "loads"
     assert "cpu_adam" in info["deepspeed_ops"]

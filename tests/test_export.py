@@ -105,6 +105,7 @@ def test_lora_export_loads_in_qwen_tts_speaks_swedish_and_equals_the_lora_forwar
     card = read_front_matter(out / "README.md")
     assert card["base_model"] == "base" and card["language"] == ["sv"] and "text-to-speech" in card["tags"]
     assert f"| steps | {STEPS}" in (out / "README.md").read_text()
+    assert "sub-talker weight 0.3, sub-talker loss on 1 of the frames per step" in (out / "README.md").read_text()
 
 
 def test_custom_voice_export_adds_speakers_at_free_rows_and_speaks(lora_run, tmp_path):

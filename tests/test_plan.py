@@ -20,7 +20,9 @@ from qwen_swe.plan import (
     estimate,
     parameter_counts,
     preset_shape,
+    cpu_host,
     recommend,
+    render,
     resolve_host,
 )
 from qwen_swe.plan import _apply
@@ -197,3 +199,35 @@ def test_hosts_take_binary_sizes_and_refuse_bad_ones(monkeypatch):
         resolve_host("r9700-32gb", gpu_memory="24")  # a bare number is bytes: memory that small means a lost unit
     result = CliRunner().invoke(main, ["plan", "--gpu-memory", "24 bytes please"])
     assert result.exit_code == 1 and "--gpu-memory: '24 bytes please' is not a size" in result.output
+
+
+def test_sub_talker_frame_sampling_is_modelled_and_recommended_before_a_smaller_batch():
+    """The code predictor holds most of the activations (16 positions per frame): scoring a share of the frames
+    drops its part in proportion; the recommendation reaches for it before halving the frame budget."""
+    from qwen_swe.plan import batch_shape, step_flops
+    from qwen_swe.train.config.schema import PRESETS, SAMPLED_SUB_TALKER_FRAMES
+
+    host = HOSTS["r9700-32gb"]
+    every = estimate(released(), Settings(), host)
+    quarter = estimate(released(), Settings(sub_talker_frames=0.25), host)
+    assert quarter.batch["scored_frames"] == every.batch["target_frames"] // 4
+    assert quarter.forward_backward_peak < 0.75 * every.forward_backward_peak
+    flops = step_flops(released(), batch_shape(Settings()), 1500)
+    sampled = step_flops(released(), batch_shape(Settings(sub_talker_frames=0.0625)), 1500)
+    assert sampled["talker"] == flops["talker"] and sampled["code_predictor"] == pytest.approx(
+        flops["code_predictor"] / 16, rel=0.01)
+    advice = recommend(released(), Settings(), host)
+    assert "sub_talker_frames" in advice.savers and advice.settings["sub_talker_frames"] == SAMPLED_SUB_TALKER_FRAMES
+    assert "--sub-talker-frames 0.25" in render(every, advice)
+    assert PRESETS["pilot"]["objective"]["sub_talker_frames"] == SAMPLED_SUB_TALKER_FRAMES  # one value for both
+    with pytest.raises(ValueError, match="--sub-talker-frames: must be in"):
+        estimate(released(), Settings(sub_talker_frames=0.0), host)
+
+
+def test_the_cpu_path_of_8_bit_adam_is_not_estimated_and_each_plan_names_its_optimizer_path():
+    with pytest.raises(ValueError, match="8-bit AdamW on GPUs only"):
+        estimate(released(), Settings(optimizer="adamw_8bit"), cpu_host(64 * GB))
+    advice = recommend(released(), Settings(precision="fp32"), cpu_host(24 * GB))
+    assert "adamw_8bit" not in advice.savers  # combinations the planner cannot model here are not offered
+    gpu = estimate(released(), Settings(optimizer="adamw_8bit"), HOSTS["r9700-32gb"])
+    assert any("bitsandbytes 8-bit AdamW, its GPU path" in note for note in gpu.notes)

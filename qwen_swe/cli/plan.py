@@ -37,13 +37,17 @@ from ..units import SIZE_HELP
               help="Freeze talker.model.text_embedding (a third of the 0.6B; the pilot/full presets do).")
 @click.option("--frame-budget", type=int, default=2048, show_default=True,
               help="data.frame_budget: padded codec frames per batch (12.5 a second).")
+@click.option("--sub-talker-frames", type=float, default=1.0, show_default=True,
+              help="objective.sub_talker_frames: the share of frames whose sub-talker loss a step computes (the "
+                   "sub-talker holds most of the activations: 0.25 keeps a quarter of them).")
 @click.option("--headroom", type=float, default=0.10, show_default=True,
               help="Share of device and host memory to leave free for a setup to count as fitting.")
 @click.option("--no-recommend", is_flag=True, help="Only estimate the given settings.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (bytes in GB, every component).")
 def plan_cmd(model: str, host_name: str, gpu_memory: str | None, host_ram: str | None, gpus: int, hosts: int,
              zero: str, offload: str, precision: str, optimizer: str, mode: str, lora_rank: int,
-             gradient_checkpointing: bool, freeze_text_embedding: bool, frame_budget: int, headroom: float,
+             gradient_checkpointing: bool, freeze_text_embedding: bool, frame_budget: int, sub_talker_frames: float,
+             headroom: float,
              no_recommend: bool, as_json: bool) -> None:
     """Estimate per-GPU and host memory of a training setup, say whether it fits, and recommend what to change.
 
@@ -69,7 +73,8 @@ def plan_cmd(model: str, host_name: str, gpu_memory: str | None, host_ram: str |
         settings = Settings(gpus_per_host=gpus, hosts=hosts, zero=int(zero), offload=offload, precision=precision,
                             optimizer=optimizer, mode=mode, lora_rank=lora_rank,
                             gradient_checkpointing=gradient_checkpointing,
-                            freeze_text_embedding=freeze_text_embedding, frame_budget=frame_budget)
+                            freeze_text_embedding=freeze_text_embedding, frame_budget=frame_budget,
+                            sub_talker_frames=sub_talker_frames)
         result = estimate(shape, settings, host, headroom)
         advice = None if no_recommend else recommend(shape, settings, host, headroom)
     except ValueError as error:

@@ -11,8 +11,8 @@ Batched codes equal one-by-one codes, by construction and by test:
   such ties vanishingly rare; on GPUs float32 is the default for speed and a rare late-codebook code may then
   depend on the batch a clip was encoded in (still deterministic for a given build: batches are planned per shard).
 
-X-vectors come from `extract_speaker_embedding` on the clip itself (unpadded), one clip at a time, as inference
-computes them for a reference clip.
+X-vectors are what `extract_speaker_embedding` computes (`modeling.speaker_embedding`: the same mel front end and
+encoder) on the clip itself (unpadded), one clip at a time, as inference computes them for a reference clip.
 """
 
 from __future__ import annotations
@@ -87,28 +87,26 @@ def plan_batches(lengths: Sequence[int], max_batch_samples: int) -> list[list[in
 
 
 class Encoder:
-    """A model folder's codec and speaker encoder on one device."""
+    """A model folder's codec and speaker encoder on one device, and its text tokenizer (for the prompt ids stored
+    with every sample). Only those are loaded: the talker, nearly all of a model's bytes (11 GB of the 1.7B in
+    fp32), is never read."""
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", precision: str = "auto"):
         import torch
 
-        from ..modeling import load_model
+        from ..modeling import load_model_config, load_speaker_encoder, load_speech_tokenizer, load_text_tokenizer
 
         self.model_dir = Path(model_dir)
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        wrapper = load_model(self.model_dir)
-        self.model = wrapper.model.eval()
-        self.text_tokenizer = wrapper.processor.tokenizer  # for the prompt ids stored with every sample
-        if getattr(self.model, "speaker_encoder", None) is None:
-            raise ValueError(f"{model_dir}: the model has no speaker encoder (a CustomVoice model?); shards need a "
-                             "Base model, whose speaker encoder gives every sample its x-vector")
-        self.model.to(self.device)
-        self.tokenizer = self.model.speech_tokenizer
+        config = load_model_config(self.model_dir)
+        self.speaker_encoder = load_speaker_encoder(self.model_dir, config).to(self.device)
+        self.text_tokenizer = load_text_tokenizer(self.model_dir)
+        self.tokenizer = load_speech_tokenizer(self.model_dir)
         self.tokenizer.model.to(device=self.device, dtype=getattr(torch, self.precision)).eval()
         self.tokenizer.device = torch.device(self.device)  # encode() moves its inputs here
         self.frame_samples = codec_frame_samples(self.model_dir)
-        self.xvector_dim = int(self.model.config.speaker_encoder_config.enc_dim)
+        self.xvector_dim = int(config.speaker_encoder_config.enc_dim)
 
     def encode_codes(self, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """int16 [frames, 16] codes per clip (24 kHz mono float32), from one batched codec call."""
@@ -138,8 +136,11 @@ class Encoder:
         """float32 [xvector_dim] speaker embedding of one 24 kHz clip."""
         import torch
 
+        from ..modeling import speaker_embedding
+
         with torch.inference_mode():
-            embedding = self.model.extract_speaker_embedding(np.ascontiguousarray(wav, dtype=np.float32), SAMPLE_RATE)
+            embedding = speaker_embedding(self.speaker_encoder, np.ascontiguousarray(wav, dtype=np.float32),
+                                          self.device)
         return embedding.detach().float().cpu().numpy().astype(np.float32)
 
     def fingerprints(self) -> dict[str, Any]:

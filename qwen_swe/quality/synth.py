@@ -27,6 +27,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 
 from ..files import write_json_atomic
+from ..noise import quiet_generation_notes
 from .audio_stats import DEFAULT_SILENCE_DBFS, audio_stats
 
 MODES = ("xvector", "icl", "custom")
@@ -201,7 +202,7 @@ def synthesize(wrapper: Any, texts: Sequence[str], voice: Voice, settings: Sampl
                                         disable=not progress)):
         batch = list(texts[start:start + batch_size])
         torch.manual_seed(settings.seed + number)
-        with recording_frame_counts(wrapper) as counts:
+        with recording_frame_counts(wrapper) as counts, quiet_generation_notes():
             if voice.mode == "custom":
                 wavs, rate = wrapper.generate_custom_voice(text=batch, speaker=voice.speaker, language=language,
                                                            non_streaming_mode=not streaming,

@@ -147,6 +147,48 @@ def apply_precision(model: Any, precision: Precision, keep_fp32: list[str], devi
     return {"name": precision.mode, "weights": "bf16", "autocast": None, "fp32_modules": len(kept)}
 
 
+SLOW_BF16 = 3.0  # bf16 matmuls this many times slower than fp32: the hardware has no bf16 units worth using
+
+
+def bf16_slowdown(device_type: str, size: int = 256, repeats: int = 3) -> float:
+    """How many times longer a bf16 matmul takes than an fp32 one here (a timed probe of a few milliseconds): about
+    0.5 where bf16 has tensor cores or AMX, tens of times on CPUs without native bf16 (AVX2 only), where a bf16
+    strategy makes every step that much slower."""
+    import time
+
+    import torch
+
+    device = torch.device("cuda" if device_type in ("cuda", "rocm") else device_type)
+    timings = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(size, size, device=device).to(dtype)
+        b = torch.randn(size, size, device=device).to(dtype)
+        best = float("inf")
+        for _ in range(repeats + 1):  # the first call warms up
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            for _ in range(4):
+                a @ b
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - started)
+        timings[dtype] = best
+    return timings[torch.bfloat16] / max(timings[torch.float32], 1e-9)
+
+
+def slow_bf16_warning(precision: Precision, device_type: str) -> Optional[str]:
+    """A warning when the chosen precision computes in bf16 on a device where bf16 is much slower than fp32."""
+    if not precision.uses_bf16:
+        return None
+    slowdown = bf16_slowdown(device_type)
+    if slowdown < SLOW_BF16:
+        return None
+    return (f"train.precision {precision.label}: bf16 matmuls run {slowdown:.0f}x slower than fp32 on this "
+            f"{device_type} (no native bf16 units); every step will be that much slower; use train.precision=fp32 "
+            "here (bf16 pays off on GPUs and CPUs with AMX)")
+
+
 def check_bf16_supported(device_type: str) -> None:
     import torch
 

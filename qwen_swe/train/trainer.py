@@ -39,7 +39,8 @@ from .evaluator import HeldOutEvaluator
 from .hooks import Hooks, TrainerHook, drill_hooks_from_env
 from .monitor import REPORT, MetricsProcessor, StepTally
 from .numerics import ActivationStats, NonFiniteGuard, fault_injection_from_env, write_diagnostic_bundle
-from .precision import mixed_precision_for_accelerator, resolve_attn_implementation, resolve_precision
+from .precision import (mixed_precision_for_accelerator, resolve_attn_implementation, resolve_precision,
+                        slow_bf16_warning)
 from .provenance import MANIFEST, build_manifest, check_resume_compatible
 from .run_lock import RunFolderLock
 
@@ -162,6 +163,9 @@ class Trainer:
                                                     self.precision.mode)
         if warning:
             self.say(f"warning: {warning}")
+        slow = slow_bf16_warning(self.precision, self.device_type) if self.device_type == "cpu" else None
+        if slow:
+            self.say(f"warning: {slow}")
         wrapper = load_model(config.model.path, attn_implementation=attn)
         model, self.manifest["model_setup"] = prepare_model(wrapper.model, config, self.device_type, self.precision)
         self.layout = SequenceLayout(wrapper.model.config, wrapper.processor.tokenizer)

@@ -33,3 +33,25 @@ def test_device_names():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no GPU visible"):
             resolve_device("rocm")
+
+
+def test_the_encoder_loads_only_the_codec_and_speaker_encoder_and_computes_what_the_full_model_does(encoder,
+                                                                                                      tiny_06b):
+    """Shard builds need the codec and the speaker encoder, not the talker (11 GB of the 1.7B in fp32)."""
+    import torch
+
+    from qwen_swe.modeling import load_model
+
+    full = load_model(tiny_06b).model.eval()
+    wav = calibration_audio(3, 1.7)
+    with torch.inference_mode():
+        expected = full.extract_speaker_embedding(wav, 24000).float().numpy()
+    np.testing.assert_allclose(encoder.xvector(wav), expected, rtol=1e-6, atol=1e-7)
+    full.speech_tokenizer.model.double()
+    reference = full.speech_tokenizer.encode([pad_to_frames(wav, encoder.frame_samples)], sr=24000).audio_codes[0]
+    assert np.array_equal(encoder.encode_codes([wav])[0], reference.numpy().astype(np.int16))
+    loaded = sum(p.numel() for module in (encoder.speaker_encoder, encoder.tokenizer.model) for p in module.parameters())
+    everything = sum(p.numel() for p in full.parameters()) + sum(p.numel() for p in full.speech_tokenizer.model.parameters())
+    talker = sum(p.numel() for p in full.talker.parameters())
+    assert loaded == everything - talker  # all but the talker
+    assert not any(isinstance(value, torch.nn.Module) and hasattr(value, "talker") for value in vars(encoder).values())

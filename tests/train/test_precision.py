@@ -72,3 +72,26 @@ def test_attention_resolution():
     impl, warning = resolve_attn_implementation("flash_attention_2", "cpu")
     assert impl == "sdpa" and "needs a GPU" in warning
     assert resolve_attn_implementation("auto", "cuda", precision="fp32") == ("sdpa", None)
+
+
+def test_a_bf16_strategy_on_a_device_where_bf16_is_slow_is_warned_about(monkeypatch, tiny_06b, tmp_path, capsys,
+                                                                          fresh_accelerate_state):
+    """On CPUs without native bf16 (AVX2 only) a bf16 matmul takes tens of times longer than fp32: say so."""
+    from qwen_swe.data.synthetic import synthetic_shards
+    from qwen_swe.train import precision
+    from qwen_swe.train.config import load_config
+    from qwen_swe.train.trainer import Trainer
+
+    assert precision.bf16_slowdown("cpu") > 0  # the real probe runs here (a few milliseconds)
+    monkeypatch.setattr(precision, "bf16_slowdown", lambda device_type: 40.0)
+    warning = precision.slow_bf16_warning(resolve_precision("bf16-mixed", None), "cpu")
+    assert "bf16 matmuls run 40x slower than fp32" in warning and "train.precision=fp32" in warning
+    assert precision.slow_bf16_warning(FP32, "cpu") is None
+    shards = synthetic_shards(tmp_path / "shards", shards=1, per_shard=4, eval_samples=0)
+    config = load_config(None, "smoke", [f"model.path={tiny_06b}", f"data.shards={shards}",
+                                         f"run.output_dir={tmp_path / 'run'}", "train.precision=bf16-mixed",
+                                         "run.tensorboard=false"])
+    Trainer(config).lock.release()
+    assert "warning: train.precision bf16-mixed: bf16 matmuls run 40x slower" in capsys.readouterr().out
+    monkeypatch.setattr(precision, "bf16_slowdown", lambda device_type: 0.5)
+    assert precision.slow_bf16_warning(resolve_precision("bf16-mixed", None), "cpu") is None
