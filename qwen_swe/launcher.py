@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -48,10 +49,17 @@ def die_with_launcher() -> bool:
     return True
 
 
+def interpreter() -> str:
+    """This environment's Python, named through the environment's real folder (a `.venv` link resolved), as the
+    `accelerate` and `qwen-swe` scripts name it in their first line. The ranks inherit it; DeepSpeed compiles its
+    CPU communication op against include paths under that name, so ranks started through the link and through
+    the scripts would each find the other's build stale and compile it again (a minute a launch)."""
+    return str(Path(sys.prefix).resolve() / "bin" / Path(sys.executable).name)
+
+
 def accelerate_command(accelerate_args: Sequence[str]) -> list[str]:
-    """`accelerate launch ARGS` through this interpreter (the one with the pinned stack), by `run_accelerate_launch`
-    below."""
-    return [sys.executable, "-m", "qwen_swe.launcher", *accelerate_args]
+    """`accelerate launch ARGS` through this environment's interpreter, by `run_accelerate_launch` below."""
+    return [interpreter(), "-m", "qwen_swe.launcher", *accelerate_args]
 
 
 def run_accelerate_launch(argv: Sequence[str]) -> int:
