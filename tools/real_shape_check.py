@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -96,6 +97,8 @@ def check(shape: str, out: Path, steps: int) -> dict[str, Any]:
     if not (model / "config.json").exists():
         run("write_model", [*python, __file__, "--write-model", str(model), "--shape", shape], report)
     xvector = int(model_config_dict(shape)["speaker_encoder_config"]["enc_dim"])
+    for earlier in ("shards", "run", "export", "synth"):  # a rerun starts these afresh (the model folder is kept)
+        shutil.rmtree(out / earlier, ignore_errors=True)
     shards = synthetic_shards(out / "shards", shards=1, per_shard=8, hidden=xvector, eval_samples=2,
                               with_reference=False)
     run_dir = out / "run"
