@@ -137,7 +137,8 @@ def rebuild_trained_model(source: Source, merge_lora: bool = True) -> tuple[Any,
     if unexpected:
         raise ExportError(f"{source.checkpoint}: weights {unexpected[:3]} (and {max(0, len(unexpected) - 3)} more) "
                           f"do not belong to the model the run config builds; was the run config edited?")
-    parameters = {name for name, _ in objective.named_parameters()}
+    # Checkpoints hold the weights that trained; the frozen ones are the base model's, loaded above.
+    parameters = {name for name, parameter in objective.named_parameters() if parameter.requires_grad}
     missing = sorted(parameters - set(trained))
     if missing:
         raise ExportError(f"{source.checkpoint}: {len(missing)} weights are missing, e.g. {missing[:3]}; the "

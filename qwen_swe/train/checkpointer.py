@@ -34,9 +34,14 @@ class Progress:
 
 class Checkpointer:
     def __init__(self, accelerator: Any, run_dir: Path, run: RunSection, max_steps: int):
+        from accelerate.utils import DistributedType
+
         self.accelerator = accelerator
         self.run_dir = run_dir
         self.every, self.keep_last, self.max_steps = run.checkpoint_every, run.keep_last, max_steps
+        self.deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+        if not self.deepspeed:  # frozen weights are the base model's: not written (see checkpoint.py)
+            accelerator.register_save_state_pre_hook(ckpt.keep_trainable_weights)
 
     def resume_point(self, resume: Optional[str], say: Callable[[str], None] = print) -> Optional[Path]:
         """The checkpoint `--resume` names (auto: the newest complete one whose files are as saved), or None to
@@ -64,10 +69,20 @@ class Checkpointer:
             ckpt.apply_retention(self.run_dir, self.keep_last)  # the previous best may go now
         return path
 
-    def restore(self, path: Path, progress: Progress) -> tuple[StreamPosition, int]:
+    def restore(self, path: Path, progress: Progress, model: Any) -> tuple[StreamPosition, int]:
         """Load the accelerate state and the progress; returns this rank's saved reader position and the
-        metrics.jsonl offset the checkpoint was taken at."""
-        self.accelerator.load_state(str(path))
+        metrics.jsonl offset the checkpoint was taken at. The checkpoint holds the trainable weights only (the
+        frozen ones come from the base model, already loaded), so it is loaded non-strictly after checking that
+        every trainable weight is in it."""
+        if self.deepspeed:
+            self.accelerator.load_state(str(path), load_module_strict=False)
+        else:
+            missing = ckpt.missing_trainable_weights(path, model)
+            if missing:
+                raise ValueError(f"{path}: {len(missing)} trained weights are missing (e.g. {missing[:3]}): the "
+                                 "checkpoint does not belong to this run config or is damaged; resume from another "
+                                 "checkpoint (checkpoints/step-*)")
+            self.accelerator.load_state(str(path), strict=False)
         state = ckpt.read_json(path / ckpt.STATE_FILE)
         progress.step, progress.best_eval = state["step"], state.get("best_eval")
         progress.last_eval = state.get("last_eval")

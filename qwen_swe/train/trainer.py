@@ -384,7 +384,7 @@ class Trainer:
 
     def _resume(self) -> None:
         path, progress, accelerator = self.resume_from, self.progress, self.accelerator
-        saved_position, metrics_offset = self.checkpointer.restore(path, progress)
+        saved_position, metrics_offset = self.checkpointer.restore(path, progress, self.objective)
         self.guard.total = progress.non_finite_total
         current = stream_position(self.train_index, self.stream_config, 0, 0, accelerator.process_index,
                                   accelerator.num_processes)
