@@ -111,23 +111,22 @@ class TalkerObjective(nn.Module):
         """[B, L, hidden]: text channel + codec channel for every position, as generate() builds them."""
         talker = self.talker
         text = talker.text_projection(talker.get_text_embeddings()(batch.text_ids))
-        codec = torch.zeros_like(text)
-        special = batch.codec_ids >= 0
-        if special.any():
-            rows = special.nonzero(as_tuple=True)
-            # under bf16 autocast the text channel comes out of a Linear in bf16 while embeddings stay fp32
-            codec = codec.index_put(rows, talker.get_input_embeddings()(batch.codec_ids[rows]).to(codec.dtype))
-        framed = batch.frame_ids >= 0
-        if framed.any():
-            rows = framed.nonzero(as_tuple=True)
-            codec = codec.index_put(rows, self.frame_embeddings(batch.frames)[batch.frame_ids[rows]].to(codec.dtype))
-        speakers = batch.speaker_positions >= 0
-        if speakers.any():  # the slot holds the sample's x-vector (shards store the speaker encoder's output)
-            vectors = batch.xvectors
-            batch_rows = speakers.nonzero(as_tuple=True)[0]
-            codec = codec.index_put(
-                (batch_rows, batch.speaker_positions[batch_rows]), vectors[batch_rows].to(codec.dtype)
-            )
+        # No `if mask.any()` around the writes below: an empty write is a no-op, and a Python branch on a device
+        # tensor would read it back to the host (a stall on a GPU, per micro-batch). `torch.where` keeps the shapes
+        # fixed as well.
+        # under bf16 autocast the text channel comes out of a Linear in bf16 while embeddings stay fp32
+        special = (batch.codec_ids >= 0).unsqueeze(-1)
+        codec = torch.where(special, talker.get_input_embeddings()(batch.codec_ids.clamp(min=0)).to(text.dtype), 0.0)
+        framed = (batch.frame_ids >= 0).unsqueeze(-1)
+        frames = self.frame_embeddings(batch.frames)[batch.frame_ids.clamp(min=0)] if batch.frames.shape[0] else \
+            torch.zeros_like(text)
+        codec = torch.where(framed, frames.to(text.dtype), codec)
+        # the speaker slot holds the sample's x-vector (shards store the speaker encoder's output)
+        rows = torch.arange(text.shape[0], device=text.device)
+        slots = batch.speaker_positions.clamp(min=0)
+        has_speaker = (batch.speaker_positions >= 0).unsqueeze(-1)
+        vectors = batch.xvectors if batch.xvectors is not None else torch.zeros_like(text[:, 0])
+        codec[rows, slots] = torch.where(has_speaker, vectors.to(text.dtype), codec[rows, slots])
         return text + codec
 
     # ------------------------------------------------------------------------------------------ forward
@@ -190,7 +189,8 @@ class TalkerObjective(nn.Module):
             sub_correct = (sub_logits.argmax(-1) == sub_labels).float()
             metrics = {
                 "codebook0_accuracy": correct.float().mean(),
-                "eos_accuracy": correct[eos].float().mean() if eos.any() else torch.zeros((), device=loss.device),
+                # as a ratio of sums, not a branch on eos.any() (a read back to the host per micro-batch)
+                "eos_accuracy": (correct & eos).sum().float() / eos.sum().clamp(min=1).float(),
                 "sub_talker_accuracy": sub_correct.mean(),
                 "sub_talker_accuracy_per_group": sub_correct.mean(0),
                 "sub_talker_loss_per_group": per_group.detach().mean(0),

@@ -5,6 +5,8 @@ exactly; eval scores every frame whatever the training share."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import pytest
 
@@ -62,3 +64,47 @@ def test_a_changed_frame_share_is_refused_on_resume(tiny_06b, tmp_path):
     with pytest.raises(ResumeRefused, match=r"objective.sub_talker_frames: 0.25 -> 0.5"):
         train(tiny_06b, shards, tmp_path / "run", "run.max_steps=4", "run.eval_every=0",
               "objective.sub_talker_frames=0.5", resume="auto")
+
+
+class CountingHostReads:
+    """Counts reads of tensor values back to the host (each one a stall on a GPU) that qwen_swe's own code makes
+    while active (transformers' attention-mask helper makes one per forward on its own)."""
+
+    NAMES = ("item", "tolist", "__float__", "__bool__", "__int__")
+
+    def __init__(self, monkeypatch):
+        import torch
+
+        self.count = 0
+        self.active = False
+        for name in self.NAMES:
+            original = getattr(torch.Tensor, name)
+
+            def counted(tensor, *args, _original=original, **kwargs):
+                if self.active and f"{os.sep}qwen_swe{os.sep}" in sys._getframe(1).f_code.co_filename:
+                    self.count += 1
+                return _original(tensor, *args, **kwargs)
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+def test_the_objective_reads_nothing_back_to_the_host(tiny_06b, tmp_path, monkeypatch):
+    """Finiteness flags and metric sums stay on the device until the step's two reductions; the forward itself
+    never branches on a device value (on a GPU every such read stalls the stream, once per micro-batch)."""
+    from qwen_swe.objective import TalkerObjective
+
+    counter = CountingHostReads(monkeypatch)
+    forward, during_forward = TalkerObjective.forward, []
+
+    def counted_forward(self, *args, **kwargs):
+        counter.count, counter.active = 0, True
+        try:
+            return forward(self, *args, **kwargs)
+        finally:
+            counter.active = False
+            during_forward.append(counter.count)
+    monkeypatch.setattr(TalkerObjective, "forward", counted_forward)
+    shards = synthetic_shards(tmp_path / "shards", shards=1, per_shard=16, eval_samples=0)
+    assert train(tiny_06b, shards, tmp_path / "run", "run.max_steps=2", "run.eval_every=0",
+                 "run.activation_stats_every=0",  # the per-layer statistics read maxima back, when armed
+                 "data.layouts={icl: 1, streaming: 1}", "optim.accumulation=4") == 0
+    assert len(during_forward) == 8 and set(during_forward) == {0}, during_forward
