@@ -292,8 +292,8 @@ def check_member_checksums(entry: Mapping[str, Any], members: Mapping[str, bytes
         return
     changed = [field for field, data in members.items() if field in recorded and zlib.crc32(data) != recorded[field]]
     if changed:
-        raise ValueError(f"sample {entry['key']!r}: the bytes of {', '.join(changed)} changed since the shard was built "
-                         "(checksum mismatch: damaged or edited on disk); restore or rebuild the shard")
+        raise ValueError(f"sample {entry['key']!r}: the bytes of {', '.join(changed)} changed since the shard was "
+                         "built (checksum mismatch: damaged or edited on disk); restore or rebuild the shard")
 
 
 class TruncatedShard(ValueError):

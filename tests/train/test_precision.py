@@ -89,8 +89,8 @@ def test_a_bf16_strategy_on_a_device_where_bf16_is_slow_is_warned_about(monkeypa
     assert precision.slow_bf16_warning(FP32, "cpu") is None
     shards = synthetic_shards(tmp_path / "shards", shards=1, per_shard=4, eval_samples=0)
     config = load_config(None, "smoke", [f"model.path={tiny_06b}", f"data.shards={shards}",
-                                         f"run.output_dir={tmp_path / 'run'}", "train.precision=bf16-mixed", "run.eval_every=0",
-                                         "run.tensorboard=false"])
+                                         f"run.output_dir={tmp_path / 'run'}", "train.precision=bf16-mixed",
+                                         "run.eval_every=0", "run.tensorboard=false"])
     Trainer(config).lock.release()
     assert "warning: train.precision bf16-mixed: bf16 matmuls run 40x slower" in capsys.readouterr().out
     monkeypatch.setattr(precision, "bf16_slowdown", lambda device_type: 0.5)
