@@ -323,3 +323,41 @@ def build_tiny_model(
     build_qwen_text_tokenizer(out)
     build_tiny_codec(out / "speech_tokenizer", seed=seed)
     return out
+
+
+# ------------------------------------------------------------------------- in-memory models for the benchmarks
+BENCH_TEXT = "Vi åker till Malmö med tåget i morgon bitti, och sedan vidare till Köpenhamn över bron."
+
+
+def random_model(shape: str, released: bool = True, talker_layers: int | None = None, attention: str = "sdpa",
+                 seed: int = 0) -> tuple[Any, torch.nn.Module]:
+    """(config, a random-weight Qwen3TTSForConditionalGeneration) in memory, no folder written: the released
+    widths and vocabularies of `shape` (or the tiny ones), with `talker_layers` of the talker's layers when given.
+    For the benchmarks and checks under tools/ (built with every thread, unlike the byte-reproducible folders)."""
+    import_qwen_tts()
+    from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
+
+    config_dict = model_config_dict(shape, tiny=not released)
+    if talker_layers:
+        config_dict["talker_config"]["num_hidden_layers"] = talker_layers
+    config = Qwen3TTSConfig(**config_dict)
+    for part in (config, config.talker_config, config.talker_config.code_predictor_config):
+        part._attn_implementation = attention
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return config, Qwen3TTSForConditionalGeneration(config)
+
+
+def random_batch(config: Any, samples: int, frames: int, text: str = BENCH_TEXT, layout_name: str = "streaming",
+                 seed: int = 1) -> Any:
+    """A laid-out batch of `samples` equal-length samples of `text` with random codes and x-vectors."""
+    from .layout import Sample, SequenceLayout
+    from .text_tokenizer import load_qwen_text_tokenizer
+
+    layout = SequenceLayout(config, load_qwen_text_tokenizer())
+    generator = torch.Generator().manual_seed(seed)
+    return layout.collate([layout.build(Sample(
+        key=f"s{i}", text=text, language="german",
+        xvector=torch.randn(config.talker_config.hidden_size, generator=generator),
+        codes=torch.randint(0, CODEBOOK_SIZE, (frames, NUM_CODE_GROUPS), generator=generator)), layout_name)
+        for i in range(samples)])

@@ -44,7 +44,6 @@ sys.path.insert(0, str(ROOT))
 
 SHARES = (1.0, 0.25, 0.0625)
 RELEASED_TALKER_LAYERS = 28
-TEXT = "Vi åker till Malmö med tåget i morgon bitti, och sedan vidare till Köpenhamn över bron."
 
 
 def rss_bytes() -> int:
@@ -82,30 +81,13 @@ def model_config(shape: str, talker_layers: int) -> dict[str, Any]:
 
 def measure(shape: str, talker_layers: int, samples: int, frames: int, rounds: int) -> dict[str, Any]:
     """Runs inside a fresh process: time and peak memory of one forward+backward per share, interleaved."""
-    import torch
-
-    torch.manual_seed(0)
-    from qwen_swe.layout import IGNORE, Sample, SequenceLayout
-    from qwen_swe.model_shapes import CODEBOOK_SIZE, NUM_CODE_GROUPS
-    from qwen_swe.modeling import import_qwen_tts
+    from qwen_swe.layout import IGNORE
     from qwen_swe.objective import TalkerObjective, frame_sampling_generator, sample_sub_talker_frames
-    from qwen_swe.text_tokenizer import load_qwen_text_tokenizer
-
-    import_qwen_tts()
-    from qwen_tts.core.models.configuration_qwen3_tts import Qwen3TTSConfig
-    from qwen_tts.core.models.modeling_qwen3_tts import Qwen3TTSForConditionalGeneration
+    from qwen_swe.tiny import random_batch, random_model
 
     libc = ctypes.CDLL("libc.so.6")
-    config = Qwen3TTSConfig(**model_config(shape, talker_layers))
-    for part in (config, config.talker_config, config.talker_config.code_predictor_config):
-        part._attn_implementation = "sdpa"
-    layout = SequenceLayout(config, load_qwen_text_tokenizer())
-    generator = torch.Generator().manual_seed(1)
-    batch = layout.collate([layout.build(Sample(
-        key=f"s{i}", text=TEXT, language="german", xvector=torch.randn(config.talker_config.hidden_size),
-        codes=torch.randint(0, CODEBOOK_SIZE, (frames, NUM_CODE_GROUPS), generator=generator)), "streaming")
-        for i in range(samples)])
-    model = Qwen3TTSForConditionalGeneration(config)
+    config, model = random_model(shape, talker_layers=talker_layers)
+    batch = random_batch(config, samples, frames)
     model.speaker_encoder.requires_grad_(False)
     model.talker.model.text_embedding.requires_grad_(False)
     model.train()

@@ -43,29 +43,23 @@ SETUPS = {
 def write_model(folder: Path, shape: str) -> None:
     """A released-shape folder with random weights (runs in a child process: its memory is freed with it)."""
     import torch
+    import transformers
 
     from qwen_swe.language import add_language_to_folder
     from qwen_swe.model_shapes import model_config_dict
-    from qwen_swe.modeling import import_qwen_tts
     from qwen_swe.text_tokenizer import build_qwen_text_tokenizer
-    from qwen_swe.tiny import (PROCESSOR_CONFIG, TINY_GENERATE_DEFAULTS, build_tiny_codec, save_state_dict,
-                               write_json)
-
-    import_qwen_tts()
-    from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
-
-    import transformers
+    from qwen_swe.tiny import (PROCESSOR_CONFIG, TINY_GENERATE_DEFAULTS, build_tiny_codec, random_model,
+                               save_state_dict, write_json)
 
     folder.mkdir(parents=True, exist_ok=True)
     config = model_config_dict(shape)
     config.update({"architectures": ["Qwen3TTSForConditionalGeneration"], "model_type": "qwen3_tts",
                    "dtype": "bfloat16", "transformers_version": transformers.__version__})
-    torch.manual_seed(0)
-    model = Qwen3TTSForConditionalGeneration(Qwen3TTSConfig(**config)).eval()
+    _, model = random_model(shape)
     write_json(folder / "config.json", config)
     write_json(folder / "generation_config.json", TINY_GENERATE_DEFAULTS)
     write_json(folder / "preprocessor_config.json", PROCESSOR_CONFIG)
-    save_state_dict(model, folder / "model.safetensors", torch.bfloat16)
+    save_state_dict(model.eval(), folder / "model.safetensors", torch.bfloat16)
     del model
     build_qwen_text_tokenizer(folder)
     build_tiny_codec(folder / "speech_tokenizer", seed=0)

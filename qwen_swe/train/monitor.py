@@ -135,6 +135,10 @@ class StepTally:
         self.positions += float(batch.attention_mask.sum())
         self.padded += float(batch.attention_mask.numel())
 
+    def finite_losses(self) -> Any:
+        """On the device (nothing read back): whether every loss of the step's micro-batches was finite."""
+        return self.sums[SUM_NAMES.index("non_finite_losses")] == 0
+
 
 class MetricsProcessor:
     """The step record: reduced across ranks, written to metrics.jsonl and TensorBoard, shown on the progress bar."""

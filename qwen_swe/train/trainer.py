@@ -256,7 +256,7 @@ class Trainer:
             limit = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else float("inf")  # 0: no clipping
             norm = accelerator.clip_grad_norm_(objective.parameters(), limit)
             norm_finite = True if norm is None else torch.isfinite(torch.as_tensor(norm, device=accelerator.device))
-            finite = self._all(norm_finite & (tally.sums[-1] == 0))  # every loss and the gradient norm finite
+            finite = self._all(norm_finite & tally.finite_losses())  # every loss and the gradient norm finite
             grad_norm = float(norm) if norm is not None else None
         if finite:
             self.optimizer.step()
