@@ -58,6 +58,20 @@ def test_accumulation_with_an_empty_micro_batch_and_sampled_frames_updates_every
         entry["frames"] for entry in json.loads((shards / "eval" / "eval-000000.entries.json").read_text()))
 
 
+def test_the_share_the_readme_suggests_for_the_0_6b_trains_and_resumes_exactly(tiny_06b, tmp_path):
+    """objective.sub_talker_frames=0.0625 (1/16, CSM's choice): every step updates, a resumed run draws the same
+    frames (at least one frame per micro-batch even where 1/16 of it rounds to none)."""
+    shards = synthetic_shards(tmp_path / "shards", shards=1, per_shard=8, eval_samples=0, with_reference=False)
+    sixteenth = ["objective.sub_talker_frames=0.0625", "run.eval_every=0"]
+    watch = WatchWeights()
+    assert train(tiny_06b, shards, tmp_path / "whole", "run.max_steps=4", *sixteenth, hooks=[watch]) == 0
+    assert all(moved > 0 for moved in watch.moved) and len(watch.moved) == 4
+    assert train(tiny_06b, shards, tmp_path / "split", "run.max_steps=2", *sixteenth) == 0
+    assert train(tiny_06b, shards, tmp_path / "split", "run.max_steps=4", *sixteenth, resume="auto") == 0
+    ours, theirs = losses(tmp_path / "split"), losses(tmp_path / "whole")
+    assert sorted(ours) == [1, 2, 3, 4] and all(ours[step] == theirs[step] for step in ours), (ours, theirs)
+
+
 def test_a_changed_frame_share_is_refused_on_resume(tiny_06b, tmp_path):
     shards = synthetic_shards(tmp_path / "shards", shards=1, per_shard=6, eval_samples=0, with_reference=False)
     assert train(tiny_06b, shards, tmp_path / "run", "run.max_steps=2", "run.eval_every=0") == 0
