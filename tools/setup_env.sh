@@ -50,6 +50,18 @@ if [ ! -f "$venv/.complete" ]; then
   flock -u 9
 fi
 
+# espeak-ng and sox make the long test recordings of `qwen-swe ingest`'s tests (and sox decodes some formats):
+# system packages, installed once where apt is available and we may use it.
+if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "[setup] installing espeak-ng and sox (Debian packages)"
+    apt-get install -y -q espeak-ng sox libsox-fmt-all >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q espeak-ng sox libsox-fmt-all >/dev/null; }
+  else
+    echo "[setup] warning: espeak-ng and sox are missing; install them (apt install espeak-ng sox) for the ingest tests"
+  fi
+fi
+
 ln -sfn "$venv" .venv
 # The editable install provides the `qwen-swe` console script; it is cheap, so it is redone for every clone.
 .venv/bin/pip install --quiet --no-deps --no-build-isolation -e . >/dev/null
