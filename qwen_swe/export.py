@@ -162,21 +162,32 @@ class SpeakerMean:
     utterances: int
 
 
-def speaker_means(shard_dir: str | Path, split: str = "train", wanted: Optional[Iterable[str]] = None,
-                  progress: bool = False) -> list[SpeakerMean]:
-    """fp32 mean x-vector per speaker over one split of a shard folder, read member by member (codes are skipped)."""
+def speaker_means(shard_dir: str | Path | list[str | Path], split: str = "train",
+                  wanted: Optional[Iterable[str]] = None, progress: bool = False) -> list[SpeakerMean]:
+    """fp32 mean x-vector per speaker over one split of a shard folder (or of several: a mixture's sources, those
+    without that split left out), read member by member (codes are skipped)."""
     from tqdm import tqdm
 
     from .data.shard_format import ShardReader
     from .data.stream import ShardIndex
 
-    index = ShardIndex(shard_dir, split)
+    folders = shard_dir if isinstance(shard_dir, list) else [shard_dir]
+    indexes = []
+    for folder in folders:
+        try:
+            indexes.append(ShardIndex(folder, split))
+        except ValueError:
+            if len(folders) == 1:
+                raise
+    if not indexes:
+        raise ExportError(f"no {split!r} split in {', '.join(map(str, folders))}: no speakers to make voices of")
     wanted_set = {w.lower() for w in wanted} if wanted else None
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
-    bar = tqdm(total=index.num_samples, desc="speaker x-vectors", unit="utt", disable=not progress)
+    bar = tqdm(total=sum(index.num_samples for index in indexes), desc="speaker x-vectors", unit="utt",
+               disable=not progress)
     with ShardReader() as reader:
-        for shard in index.shards:
+        for shard in (shard for index in indexes for shard in index.shards):
             for entry in shard.entries:
                 bar.update(1)
                 speaker = str(reader.read_meta(shard.path, entry).get("speaker") or "").strip().lower()
@@ -188,10 +199,10 @@ def speaker_means(shard_dir: str | Path, split: str = "train", wanted: Optional[
     bar.close()
     if wanted_set is not None and wanted_set - set(sums):
         raise ExportError(f"speakers {sorted(wanted_set - set(sums))} have no utterances in the {split!r} split of "
-                          f"{shard_dir}; known speakers: {', '.join(sorted(sums)) or 'none'}")
+                          f"{', '.join(map(str, folders))}; known speakers: {', '.join(sorted(sums)) or 'none'}")
     if not sums:
-        raise ExportError(f"no utterance in the {split!r} split of {shard_dir} names a speaker; custom-voice export "
-                          "needs speaker names (shards build --speaker-column)")
+        raise ExportError(f"no utterance in the {split!r} split of {', '.join(map(str, folders))} names a speaker; "
+                          "custom-voice export needs speaker names (shards build --speaker-column)")
     return [SpeakerMean(name=name, embedding=torch.from_numpy(sums[name] / counts[name]).float(),
                         utterances=counts[name]) for name in sorted(sums)]
 
@@ -318,7 +329,8 @@ def export(path: str | Path, out: str | Path, mode: str = "base", dtype: str = "
     added: dict[str, int] = {}
     sources: dict[str, str] = {}  # named voice -> the training speaker it was made from (for evaluation)
     if mode == "custom-voice":
-        means = speaker_means(source.config.data.shards, source.config.data.train_split, speakers, progress)
+        means = speaker_means(list(source.config.data.folders().values()), source.config.data.train_split, speakers,
+                              progress)
         added = add_speakers(network, means, speaker_prefix)
         sources = {voice_name(speaker_prefix, mean.name): mean.name for mean in means}
     provenance = {

@@ -36,13 +36,20 @@ def dataset_names(shards_dir: Path) -> list[str]:
     return names
 
 
-def data_summary(shards_dir: Path, split: str) -> dict[str, Any]:
-    index_path = shards_dir / "index.json"
-    if not index_path.is_file():
-        return {}
-    stats = json.loads(index_path.read_text(encoding="utf-8")).get("stats", {}).get(split, {})
-    return {"hours": round(float(stats.get("hours", 0.0)), 3), "utterances": int(stats.get("samples", 0)),
-            "speakers": len(stats.get("speakers", {}))}
+def data_summary(shard_dirs: list[Path], split: str) -> dict[str, Any]:
+    """Hours, utterances and speakers of one split over every shard folder a run read (a mixture reads several)."""
+    hours, utterances, speakers = 0.0, 0, set()
+    found = False
+    for shards_dir in shard_dirs:
+        index_path = shards_dir / "index.json"
+        if not index_path.is_file():
+            continue
+        found = True
+        stats = json.loads(index_path.read_text(encoding="utf-8")).get("stats", {}).get(split, {})
+        hours += float(stats.get("hours", 0.0))
+        utterances += int(stats.get("samples", 0))
+        speakers |= {(str(shards_dir), name) for name in stats.get("speakers", {})}
+    return {"hours": round(hours, 3), "utterances": utterances, "speakers": len(speakers)} if found else {}
 
 
 def latest_eval(source: Any, eval_json: Optional[str | Path]) -> tuple[str, dict[str, Any]]:
@@ -73,7 +80,7 @@ def render_model_card(folder: Path, source: Any, result: Any, eval_json: Optiona
                       license_id: str = "apache-2.0") -> str:
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     base_dir = Path(source.config.model.path)
-    shards_dir = Path(source.config.data.shards)
+    shard_dirs = [Path(folder) for folder in source.config.data.folders().values()]
     front = {
         "base_model": base_model_id(base_dir, config),
         "language": ["sv"],
@@ -82,10 +89,10 @@ def render_model_card(folder: Path, source: Any, result: Any, eval_json: Optiona
         "pipeline_tag": "text-to-speech",
         "tags": TAGS + (["custom-voice"] if result.mode == "custom-voice" else ["voice-cloning"]),
     }
-    datasets = dataset_names(shards_dir)
+    datasets = list(dict.fromkeys(name for folder in shard_dirs for name in dataset_names(folder)))
     if datasets:
         front["datasets"] = datasets
-    train = data_summary(shards_dir, source.config.data.train_split)
+    train = data_summary(shard_dirs, source.config.data.train_split)
     where, metrics = latest_eval(source, eval_json)
     lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
              f"# {result.out.name}: Qwen3-TTS speaking Swedish", "",

@@ -14,6 +14,9 @@ so the plan is a pure function of (index, seed, epoch, frame budget, pool size):
 4. on each rank, the DataLoader workers take every num_workers-th remaining batch; PyTorch's in-order round-robin
    over workers hands them back in plan order.
 
+Several corpora in one run (`data.sources`) are planned by `mixture.py` instead of steps 1-3: whole batches of
+one source each, chosen by the sources' weights; step 4 and resuming are the same.
+
 The data position is therefore (epoch, batches consumed on this rank). Resuming builds the same plan and starts at
 that batch: nothing before it is read, let alone decoded. A changed world size, shard set, seed or batching knob is
 refused unless re-sharding is asked for; the semantics then are written in `StreamPosition.resume_start`.
@@ -104,6 +107,23 @@ class ShardIndex:
     def num_samples(self) -> int:
         return sum(len(s.entries) for s in self.shards)
 
+    def rank_plan(self, config: "StreamConfig", epoch: int, rank: int,
+                  world_size: int) -> tuple[list[list[SampleRef]], list[Optional[str]]]:
+        """Rank `rank`'s batches of `epoch`, and each batch's source name (None: a single shard folder has none)."""
+        batches = plan_epoch(self, config.seed, epoch, config.frame_budget, config.pool_size, config.with_reference,
+                             config.max_samples)
+        mine = deal_to_rank(batches, rank, world_size)
+        return mine, [None] * len(mine)
+
+    def plan_fingerprint(self, config: "StreamConfig") -> str:
+        """What the plan depends on beyond the shards and the batching knobs: nothing for one shard folder (a
+        mixture's sources, weights and accumulation)."""
+        return ""
+
+    def source_positions(self, config: "StreamConfig", epoch: int, global_batch: int,
+                         world_size: int) -> dict[str, list[int]]:
+        return {}
+
     def file_problems(self) -> list[str]:
         """Shard tars that are missing or whose size is not the one index.json records (cheap: no reading), one
         line each; a run checks them before it starts rather than meeting them as unreadable samples."""
@@ -129,9 +149,10 @@ def over_budget(index: ShardIndex, frame_budget: int, with_reference: bool) -> l
     return sorted((item for item in found if item[0] > frame_budget), reverse=True)
 
 
-def plan_epoch(index: ShardIndex, seed: int, epoch: int, frame_budget: int, pool_size: int = 2048,
+def plan_epoch(index: ShardIndex, seed: int | tuple, epoch: int, frame_budget: int, pool_size: int = 2048,
                with_reference: bool = True, max_samples: int = 0) -> list[list[SampleRef]]:
-    """All batches of one epoch, in global order, before they are dealt to ranks."""
+    """All batches of one epoch, in global order, before they are dealt to ranks. `seed` may be a tuple (a mixture
+    seeds each source's own epochs with the run seed and the source's name)."""
     order = list(range(len(index.shards)))
     _rng(seed, epoch, "shards").shuffle(order)
     batches: list[list[SampleRef]] = []
@@ -199,6 +220,9 @@ class StreamPosition:
     pool_size: int = 2048
     with_reference: bool = True
     max_samples: int = 0
+    mixture: str = ""  # a mixture's sources, weights and accumulation (fingerprint); "" for one shard folder
+    # A mixture's sources: the [own epoch, batch] each gives next, for the record (the plan is rebuilt on resume)
+    source_positions: dict[str, list[int]] = field(default_factory=dict)
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -209,7 +233,7 @@ class StreamPosition:
 
     def differences(self, current: "StreamPosition") -> list[str]:
         names = ("seed", "world_size", "rank", "index_fingerprint", "frame_budget", "pool_size", "with_reference",
-                 "max_samples")
+                 "max_samples", "mixture")
         return [f"{n}: saved {getattr(self, n)!r}, now {getattr(current, n)!r}" for n in names
                 if getattr(self, n) != getattr(current, n)]
 
@@ -232,7 +256,8 @@ class StreamPosition:
                 + "\nresume with the same world size and shards, or allow an explicit re-shard "
                 "(see StreamPosition.resume_start for what is skipped or repeated)"
             )
-        plan_knobs = ("seed", "index_fingerprint", "frame_budget", "pool_size", "with_reference", "max_samples")
+        plan_knobs = ("seed", "index_fingerprint", "frame_budget", "pool_size", "with_reference", "max_samples",
+                      "mixture")
         if any(getattr(self, n) != getattr(current, n) for n in plan_knobs):
             return self.epoch, 0
         consumed = self.batches_done * self.world_size
@@ -241,11 +266,14 @@ class StreamPosition:
 
 def stream_position(index: ShardIndex, config: "StreamConfig", epoch: int, batches_done: int, rank: int,
                     world_size: int) -> StreamPosition:
-    """The position a reader with this configuration would report (no plan is built)."""
+    """The position a reader with this configuration would report (a single folder's plan is not built; a
+    mixture's is, for its sources' positions, at a step boundary: every rank has read `batches_done` batches)."""
     return StreamPosition(
         epoch=epoch, batches_done=batches_done, seed=config.seed, world_size=world_size, rank=rank,
         index_fingerprint=index.fingerprint, frame_budget=config.frame_budget, pool_size=config.pool_size,
         with_reference=config.with_reference, max_samples=config.max_samples,
+        mixture=index.plan_fingerprint(config),
+        source_positions=index.source_positions(config, epoch, batches_done * world_size, world_size),
     )
 
 
@@ -261,6 +289,8 @@ class StreamConfig:
     # Shards whose prompt ids come from another tokenizer than the model's are refused; True tokenizes their text
     # instead (slower, same result as shards without stored ids). Runs set it with `data.retokenize=true`.
     retokenize: bool = False
+    # Micro-batches per optimizer step: a mixture's schedule is by optimizer step (one folder's plan ignores it).
+    accumulation: int = 1
 
     @property
     def with_reference(self) -> bool:
@@ -268,7 +298,8 @@ class StreamConfig:
 
 
 class ShardStream(IterableDataset):
-    """One rank's batches for one epoch from `start` on, laid out and collated (use with batch_size=None)."""
+    """One rank's batches for one epoch from `start` on, laid out and collated (use with batch_size=None). `index`
+    is one shard folder's split (`ShardIndex`) or several sources' (`mixture.MixedIndex`)."""
 
     def __init__(self, index: ShardIndex, layout: SequenceLayout, config: StreamConfig, epoch: int = 0,
                  start: int = 0, rank: int = 0, world_size: int = 1):
@@ -278,9 +309,7 @@ class ShardStream(IterableDataset):
         check_tokenizer(index, layout, config.retokenize)
         self.index, self.layout, self.config = index, layout, config
         self.epoch, self.start, self.rank, self.world_size = epoch, start, rank, world_size
-        batches = plan_epoch(index, config.seed, epoch, config.frame_budget, config.pool_size,
-                             config.with_reference, config.max_samples)
-        self.plan = deal_to_rank(batches, rank, world_size)
+        self.plan, self.sources = index.rank_plan(config, epoch, rank, world_size)
         # Each batch's layout, drawn for the whole epoch at once: a function of (seed, epoch, rank) and the batch
         # number alone, so a resumed epoch gives its remaining batches the same layouts.
         names = sorted(config.layouts)
@@ -318,7 +347,8 @@ class ShardStream(IterableDataset):
                     raise ValueError(f"bad sample in {shard.path.name}: {error}") from error
                 log.warning("skipping bad sample %s in %s: %s", entry.get("key"), shard.path, error)
                 bad.append({"shard": str(shard.path), "key": entry.get("key"), "error": str(error)})
-        info = {"epoch": self.epoch, "batch": number, "layout": name, "bad_samples": bad}
+        info = {"epoch": self.epoch, "batch": number, "layout": name, "bad_samples": bad,
+                "source": self.sources[number]}
         if not laid:
             return Batch.empty(info)
         batch = self.layout.collate(laid)

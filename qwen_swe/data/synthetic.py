@@ -88,10 +88,12 @@ def random_codes(rng: np.random.Generator, frames: int) -> np.ndarray:
 
 def synthetic_shards(root: Path, shards: int, per_shard: int, hidden: int = 64, seed: int = 0,
                      eval_samples: int = 0, with_reference: bool = True,
-                     speakers: Sequence[str] = ("spk0", "spk1", "spk2")) -> Path:
-    """A shard folder at `root`: `shards` train shards of `per_shard` samples (lengths log-normal around 20 frames,
-    3..80) and, with `eval_samples`, one eval shard; x-vectors of size `hidden`; speakers taken in turn; each sample
-    gets random ICL reference codes unless `with_reference` is False. Deterministic for a given `seed`."""
+                     speakers: Sequence[str] = ("spk0", "spk1", "spk2"), prefix: str = "",
+                     mean_frames: float = 20) -> Path:
+    """A shard folder at `root`: `shards` train shards of `per_shard` samples (lengths log-normal around
+    `mean_frames`, 3..4 x mean_frames) and, with `eval_samples`, one eval shard; x-vectors of size `hidden`; speakers
+    taken in turn; each sample gets random ICL reference codes unless `with_reference` is False; keys start with
+    `prefix` (so that several folders can be told apart in one run). Deterministic for a given `seed`."""
     rng = np.random.default_rng(seed)
     plan = {"train": [per_shard] * shards, "eval": [eval_samples] if eval_samples else []}
 
@@ -99,8 +101,8 @@ def synthetic_shards(root: Path, shards: int, per_shard: int, hidden: int = 64, 
         for shard_id, count in enumerate(counts):
             samples = []
             for i in range(count):
-                key = f"{split}{shard_id:03d}x{i:04d}"
-                frames = int(np.clip(rng.lognormal(np.log(20), 0.5), 3, 80))
+                key = f"{prefix}{split}{shard_id:03d}x{i:04d}"
+                frames = int(np.clip(rng.lognormal(np.log(mean_frames), 0.5), 3, 4 * mean_frames))
                 ref = random_codes(rng, int(rng.integers(3, 10))) if with_reference else None
                 meta = {"text": TEXTS[i % len(TEXTS)], "speaker": speakers[i % len(speakers)], "language": "swedish",
                         "frames": frames, "reference": {"key": "other", "text": TEXTS[(i + 1) % len(TEXTS)]}}

@@ -99,8 +99,8 @@ class TensorBoardSynthesis(TrainerHook):
         with torch.random.fork_rng(devices=devices):
             try:
                 if self.voice is None:
-                    self.voice = default_voice(trainer.wrapper, trainer.config.data.shards,
-                                               trainer.config.data.eval_split)
+                    first_folder = next(iter(trainer.config.data.folders().values()))
+                    self.voice = default_voice(trainer.wrapper, first_folder, trainer.config.data.eval_split)
                 results = synthesize_for_tensorboard(trainer.wrapper, writer, trainer.step, voice=self.voice,
                                                      max_sentences=self.sentences)
                 trainer.say(f"step {trainer.step}: synthesised {len(results)} sentence(s) for TensorBoard in "

@@ -8,7 +8,7 @@ position; the newest `run.keep_last` are kept plus the best by held-out loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -30,6 +30,7 @@ class Progress:
     samples_read: int = 0  # by every rank together, bad ones included
     bad_samples: int = 0  # unreadable or invalid samples skipped, every rank together
     data_skipped_steps: int = 0  # steps with no usable sample, so no update
+    source_frames: dict[str, float] = field(default_factory=dict)  # a mixture's frames trained on, by source
 
 
 class Checkpointer:
@@ -60,7 +61,8 @@ class Checkpointer:
         state = {"step": progress.step, "epoch": progress.epoch, "best_eval": progress.best_eval,
                  "last_eval": progress.last_eval, "non_finite_total": progress.non_finite_total,
                  "samples_read": progress.samples_read, "bad_samples": progress.bad_samples,
-                 "data_skipped_steps": progress.data_skipped_steps, "metrics_offset": metrics_offset}
+                 "data_skipped_steps": progress.data_skipped_steps, "source_frames": progress.source_frames,
+                 "metrics_offset": metrics_offset}
         rank = self.accelerator.process_index
         path = ckpt.save_checkpoint(self.accelerator, self.run_dir, progress.step, state,
                                     {position_file(rank): position.state_dict()}, keep_last=self.keep_last)
@@ -89,6 +91,7 @@ class Checkpointer:
         progress.non_finite_total = state.get("non_finite_total", 0)
         progress.samples_read, progress.bad_samples = state.get("samples_read", 0), state.get("bad_samples", 0)
         progress.data_skipped_steps = state.get("data_skipped_steps", 0)
+        progress.source_frames = dict(state.get("source_frames") or {})
         saved = path / position_file(self.accelerator.process_index)
         if not saved.exists():  # the saved run had fewer ranks: continue from rank 0's position
             saved = path / position_file(0)

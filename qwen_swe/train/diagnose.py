@@ -31,7 +31,8 @@ def load_checkpoint_weights(objective: torch.nn.Module, checkpoint: Path) -> str
 
 
 def diagnose(run_dir: str | Path, bundle: Optional[str | Path] = None) -> dict[str, Any]:
-    from ..data.stream import ShardIndex, load_samples_by_key
+    from ..data.mixture import open_training_index
+    from ..data.stream import load_samples_by_key
     from ..layout import SequenceLayout
     from ..modeling import load_model
     from ..objective import TalkerObjective
@@ -54,7 +55,8 @@ def diagnose(run_dir: str | Path, bundle: Optional[str | Path] = None) -> dict[s
     weights = load_checkpoint_weights(objective, Path(checkpoint)) if checkpoint else "base model (no checkpoint yet)"
     fault = fault_injection_from_env(objective)
     layout = SequenceLayout(wrapper.model.config, wrapper.processor.tokenizer)
-    index = ShardIndex(config.data.shards, config.data.train_split)
+    index = open_training_index(config.data.shards, config.data.sources, config.data.mixture(),
+                                config.data.train_split)
     reports = []
     for rank in ranks:
         for micro in rank.get("batches", []):

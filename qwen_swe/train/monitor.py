@@ -95,6 +95,8 @@ LOSS_NAMES = ("codebook0_accuracy", "codebook0_loss", "loss", "sub_talker_accura
 # StepTally.sums, in this order: each part's sum over its targets, and the target counts
 SUM_NAMES = ("codebook0_loss", "codebook0_accuracy", "codebook0_targets", "sub_talker_loss", "sub_talker_accuracy",
              "sub_talker_targets", "non_finite_losses")
+# StepTally.by_source, per source: its loss sums and target counts, and the target frames of its batches
+SOURCE_SUM_NAMES = ("codebook0_loss", "codebook0_targets", "sub_talker_loss", "sub_talker_targets", "frames")
 
 
 @dataclass
@@ -103,9 +105,11 @@ class StepTally:
     (`sums`): reading a number back to the host would stall a GPU once per micro-batch."""
 
     accumulation: int
+    sources: tuple[str, ...] = ()  # a mixture's source names: its scores are also summed per source
     started: float = field(default_factory=time.perf_counter)
     waited: float = 0.0  # seconds spent waiting for the loader
     sums: Any = None  # float64 tensor on the device, SUM_NAMES
+    by_source: Any = None  # float64 tensor on the device, [sources, SOURCE_SUM_NAMES]
     frames: float = 0.0  # target frames of the batches that ran (all of them, however many the sub-talker scored)
     positions: float = 0.0
     padded: float = 0.0
@@ -131,6 +135,13 @@ class StepTally:
                               out["sub_talker_loss"] * sub, out["sub_talker_accuracy"] * sub, sub,
                               (~torch.isfinite(out["loss"])).to(cb0.dtype)]).detach().double()
         self.sums = scores if self.sums is None else self.sums + scores
+        if self.sources:
+            if self.by_source is None:
+                self.by_source = torch.zeros(len(self.sources), len(SOURCE_SUM_NAMES), dtype=torch.float64,
+                                             device=scores.device)
+            row = self.sources.index(batch.extra["source"])
+            self.by_source[row] += torch.stack([scores[0], scores[2], scores[3], scores[5],
+                                                torch.full_like(scores[0], float(target_frames))])
         self.frames += target_frames
         self.positions += float(batch.attention_mask.sum())
         self.padded += float(batch.attention_mask.numel())
@@ -144,9 +155,10 @@ class MetricsProcessor:
     """The step record: reduced across ranks, written to metrics.jsonl and TensorBoard, shown on the progress bar."""
 
     def __init__(self, accelerator: Any, run_dir: Path, max_steps: int, log_every: int, device_type: str,
-                 sub_talker_weight: float):
+                 sub_talker_weight: float, sources: tuple[str, ...] = ()):
         self.accelerator = accelerator
         self.sub_talker_weight = sub_talker_weight
+        self.sources = sources
         self.log = MetricsLog(run_dir)
         self.status = StatusFile(run_dir, max_steps, enabled=accelerator.is_main_process)
         self.max_steps, self.log_every, self.device_type = max_steps, log_every, device_type
@@ -170,9 +182,13 @@ class MetricsProcessor:
                                                                        device=device)
         counts = torch.tensor([tally.frames, tally.positions, tally.padded, len(tally.keys), len(tally.bad_samples)],
                               dtype=torch.float64, device=device)
-        summed = self.accelerator.reduce(torch.cat([counts, scores.to(device)]), reduction="sum").tolist()
+        by_source = tally.by_source if tally.by_source is not None else torch.zeros(
+            len(self.sources), len(SOURCE_SUM_NAMES), dtype=torch.float64, device=device)
+        summed = self.accelerator.reduce(torch.cat([counts, scores.to(device), by_source.to(device).flatten()]),
+                                         reduction="sum").tolist()
         frames, positions, padded, samples, bad = summed[:5]
-        total = dict(zip(SUM_NAMES, summed[5:]))
+        total = dict(zip(SUM_NAMES, summed[5:5 + len(SUM_NAMES)]))
+        per_source = summed[5 + len(SUM_NAMES):]
         losses = dict.fromkeys(LOSS_NAMES, float("nan"))
         if samples:
             cb0, sub = max(total["codebook0_targets"], 1.0), max(total["sub_talker_targets"], 1.0)
@@ -180,7 +196,7 @@ class MetricsProcessor:
                           / cb0, sub_talker_loss=total["sub_talker_loss"] / sub,
                           sub_talker_accuracy=total["sub_talker_accuracy"] / sub)
             losses["loss"] = losses["codebook0_loss"] + self.sub_talker_weight * losses["sub_talker_loss"]
-        return {"step": step, "epoch": epoch, **losses,
+        return {"step": step, "epoch": epoch, **losses, **self._source_losses(per_source),
                 "grad_norm": grad_norm, "finite": finite, "samples": int(samples), "bad_samples": int(bad),
                 # no micro-batch of the step had a usable sample on every rank: nothing was scored or updated
                 "data_skipped": not tally.keys, "frames_per_s": frames / elapsed,
@@ -188,6 +204,20 @@ class MetricsProcessor:
                 "data_wait_fraction": tally.waited / elapsed,
                 **{f"lr/{name}": lr for name, lr in learning_rates.items()},
                 **memory_usage(self.device_type), **layer_stats}
+
+    def _source_losses(self, summed: list[float]) -> dict[str, float]:
+        """source/<name>/frames for every source, and its losses where the step drew a batch from it."""
+        record: dict[str, float] = {}
+        width = len(SOURCE_SUM_NAMES)
+        for number, name in enumerate(self.sources):
+            sums = dict(zip(SOURCE_SUM_NAMES, summed[number * width:(number + 1) * width]))
+            record[f"source/{name}/frames"] = sums["frames"]
+            if sums["codebook0_targets"]:
+                cb0 = sums["codebook0_loss"] / sums["codebook0_targets"]
+                sub = sums["sub_talker_loss"] / max(sums["sub_talker_targets"], 1.0)
+                record[f"source/{name}/codebook0_loss"] = cb0
+                record[f"source/{name}/loss"] = cb0 + self.sub_talker_weight * sub
+        return record
 
     def write(self, record: dict[str, Any], keep: bool = False) -> None:
         """metrics.jsonl and TensorBoard every `log_every` steps, at the last step, at every step that was not
@@ -237,10 +267,17 @@ def render_status(run_dir: str | Path) -> str:
         lines.append(f"throughput:   {last.get('frames_per_s', 0):.0f} frames/s, {last.get('samples_per_s', 0):.1f} "
                      f"samples/s, padding efficiency {last.get('padding_efficiency', 0):.3f}, "
                      f"data wait {100 * last.get('data_wait_fraction', 0):.0f}%")
+    for name, source in (status.get("sources") or {}).items():
+        loss = source.get("loss")
+        lines.append(f"source {name}: {100 * source.get('share', 0):.1f}% of frames so far (weight now "
+                     f"{100 * (source.get('weight') or 0):.1f}%)" + (f", last loss {loss:.4f}" if loss is not None
+                                                                    else ""))
     if status.get("last_eval"):
         ev = status["last_eval"]
         lines.append(f"last eval:    step {ev.get('step')}: loss {ev.get('loss'):.4f} "
                      f"(codebook0 acc {ev.get('codebook0_accuracy', 0):.3f})")
+        for name, means in (ev.get("sources") or {}).items():
+            lines.append(f"  eval {name}: loss {means.get('loss'):.4f}")
     checkpoints = complete_checkpoints(run_dir)
     lines.append("checkpoints:  " + (", ".join(p.name for p in checkpoints) or "none yet")
                  + (f"   best: {best_checkpoint(run_dir)}" if best_checkpoint(run_dir) else ""))

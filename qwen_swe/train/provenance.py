@@ -23,8 +23,10 @@ RECORDED_PACKAGES = ("qwen-swe", "torch", "transformers", "accelerate", "deepspe
                      "qwen-tts", "webdataset")
 # Manifest entries besides the math that a resume compares.
 RESUME_IDENTITY = ("model_fingerprint", "shards_fingerprint", "world_size", "seed", "precision_strategy")
-# Changes after which the data reader re-deals the remaining samples instead of continuing each rank's position.
-RESHARDING_CHANGES = frozenset({"world_size", "shards_fingerprint"})
+# Changes after which the data reader re-deals the remaining samples instead of continuing each rank's position
+# (a mixture's plan also depends on its sources, their weights and the accumulation: data/mixture.py).
+RESHARDING_CHANGES = frozenset({"world_size", "shards_fingerprint", "data.sources", "data.weights", "data.schedule",
+                                "optim.accumulation"})
 
 
 class ResumeRefused(SystemExit):
@@ -132,6 +134,10 @@ def math_fingerprint(config: RunConfig) -> dict[str, Any]:
     keep_fp32_modules unless the weights are bf16.
     """
     flat = {k: v for k, v in _flatten(config.to_dict()).items() if k not in NOT_MATH}
+    if flat.get("data.sources"):  # the sources' names are math (which corpora, in which order); their folders'
+        flat["data.sources"] = list(config.data.sources)  # contents are the shards fingerprint
+    if flat.get("data.schedule"):  # as run_manifest.json holds it: JSON keys are strings
+        flat["data.schedule"] = {str(step): weights for step, weights in sorted(config.data.schedule.items())}
     if config.train.mode != "lora":
         flat = {k: v for k, v in flat.items() if not k.startswith("train.lora.")}
     if config.train.precision != "bf16-pure":

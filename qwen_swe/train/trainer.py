@@ -28,6 +28,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 import torch
 
+from ..data.mixture import open_training_index
 from ..data.stream import ShardIndex, ShardStream, StreamConfig, make_loader, over_budget, stream_position
 from ..files import write_json_atomic
 from ..layout import Batch, SequenceLayout
@@ -35,7 +36,7 @@ from ..noise import quiet_cpu_accelerator, quiet_training_warnings
 from ..objective import StepTargets, TalkerObjective, count_targets, frame_sampling_generator, sample_sub_talker_frames
 from .checkpointer import Checkpointer, Progress
 from .config import ConfigError, RunConfig
-from .evaluator import HeldOutEvaluator
+from .evaluator import HeldOutEvaluator, flat_eval_scalars
 from .hooks import Hooks, TrainerHook, drill_hooks_from_env
 from .monitor import REPORT, MetricsProcessor, StepTally
 from .numerics import ActivationStats, NonFiniteGuard, fault_injection_from_env, write_diagnostic_bundle
@@ -117,7 +118,10 @@ class Trainer:
         self.checkpointer = Checkpointer(self.accelerator, self.run_dir, config.run, self.max_steps)
         self.resume_from = self.checkpointer.resume_point(resume, self.say)
         self._check_fresh_start(resume)
-        self.train_index = ShardIndex(config.data.shards, config.data.train_split)
+        # one shard folder, or several sources mixed by weight (data/mixture.py)
+        self.mixture = config.data.mixture()
+        self.train_index = open_training_index(config.data.shards, config.data.sources, self.mixture,
+                                               config.data.train_split)
         check_shard_files(self.train_index)
         self.manifest = build_manifest(config, shards_fingerprint=self.train_index.fingerprint,
                                        world_size=self.accelerator.num_processes,
@@ -150,6 +154,11 @@ class Trainer:
     @property
     def last_eval(self) -> Optional[dict[str, Any]]:
         return self.progress.last_eval
+
+    @property
+    def source_names(self) -> tuple[str, ...]:
+        """The sources training draws from (none for a single shard folder)."""
+        return tuple(self.train_index.names) if self.mixture is not None else ()
 
     # ------------------------------------------------------------------------------------------ setup
     def _build(self) -> None:
@@ -186,6 +195,7 @@ class Trainer:
             frame_budget=config.data.frame_budget, pool_size=config.data.pool_size, max_samples=config.data.max_samples,
             seed=config.run.seed, layouts=dict(config.data.layouts), language=config.data.language,
             on_bad_sample=config.data.on_bad_sample, retokenize=config.data.retokenize,
+            accumulation=config.optim.accumulation,
         )
         # What planning an epoch refuses (too few samples for the processes, another tokenizer's shards) is said
         # now, as a message naming the field, rather than as a traceback from inside the loop.
@@ -193,14 +203,15 @@ class Trainer:
             ShardStream(self.train_index, self.layout, self.stream_config, rank=accelerator.process_index,
                         world_size=accelerator.num_processes)
         except ValueError as error:
-            raise ConfigError(f"data.shards ({config.data.shards}): {error}") from error
+            where = "data.sources" if config.data.sources else f"data.shards ({config.data.shards})"
+            raise ConfigError(f"{where}: {error}") from error
         self._warn_over_budget()
-        self.evaluator = HeldOutEvaluator(accelerator, config, self.layout, self.stream_config, self._all)
-        if self.evaluator.index is not None:
-            check_shard_files(self.evaluator.index)
+        self.evaluator = HeldOutEvaluator(accelerator, config, self.layout, self.stream_config, self._all, self.say)
+        for index in self.evaluator.indexes.values():
+            check_shard_files(index)
         self.guard = NonFiniteGuard(patience=config.run.non_finite_patience)
         self.metrics = MetricsProcessor(accelerator, self.run_dir, self.max_steps, config.run.log_every,
-                                        self.device_type, config.objective.sub_talker_weight)
+                                        self.device_type, config.objective.sub_talker_weight, self.source_names)
         # Each micro-batch's loss is already its share of the step's mean over all micro-batches and ranks; undo
         # the averaging the stack adds on top: accelerate (or DeepSpeed) divides by the accumulation, DDP (or
         # ZeRO) averages over ranks.
@@ -238,7 +249,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ the step
     def train_step(self, batches: Iterator[Batch]) -> StepOutcome:
         accelerator, objective = self.accelerator, self.objective
-        tally = StepTally(accumulation=self.config.optim.accumulation)
+        tally = StepTally(accumulation=self.config.optim.accumulation, sources=self.source_names)
         every = self.config.run.activation_stats_every
         self.activations.armed = bool(every and self.step % every == 0)
         micro = [tally.fetch(batches) for _ in range(tally.accumulation)]
@@ -302,8 +313,12 @@ class Trainer:
     def step_record(self, outcome: StepOutcome) -> dict[str, Any]:
         """The job's record of the step just counted (reduced across ranks): what metrics.jsonl gets."""
         learning_rates = dict(zip(self.group_names, self.scheduler.get_last_lr()))
-        return self.metrics.step_record(self.step, self.progress.epoch, outcome.tally, outcome.grad_norm,
-                                        outcome.finite, learning_rates, outcome.layer_stats)
+        record = self.metrics.step_record(self.step, self.progress.epoch, outcome.tally, outcome.grad_norm,
+                                          outcome.finite, learning_rates, outcome.layer_stats)
+        if self.mixture is not None:  # the weights this step's batches were drawn with (step is already counted)
+            for name, weight in zip(self.mixture.names, self.mixture.weights_at(self.step - 1)):
+                record[f"source/{name}/weight"] = weight
+        return record
 
     # ------------------------------------------------------------------------------------------ the loop
     def run(self) -> int:
@@ -342,13 +357,25 @@ class Trainer:
                     break
             self.metrics.status.update(self.step, health="training", epoch=self.progress.epoch,
                                        last_eval=self.last_eval, non_finite_total=self.guard.total,
-                                       bad_samples=self.progress.bad_samples)
+                                       bad_samples=self.progress.bad_samples, **self._source_status(record))
         self.metrics.close()
         if exit_code == EXIT_OK and self.step >= self.max_steps:
             self._finish()
         self.hooks.on_train_end(self, exit_code)
         self.accelerator.end_training()
         return exit_code
+
+    def _source_status(self, record: dict[str, Any]) -> dict[str, Any]:
+        """status.json's view of the sources: frames trained on so far, their share, weight and last loss."""
+        if self.mixture is None:
+            return {}
+        frames = self.progress.source_frames
+        for name in self.source_names:
+            frames[name] = frames.get(name, 0.0) + record.get(f"source/{name}/frames", 0.0)
+        total = sum(frames.values()) or 1.0
+        return {"sources": {name: {"frames": frames.get(name, 0.0), "share": frames.get(name, 0.0) / total,
+                                   "weight": record.get(f"source/{name}/weight"),
+                                   "loss": record.get(f"source/{name}/loss")} for name in self.mixture.names}}
 
     def request_stop(self, reason: str) -> None:
         """Checkpoint after the current step and stop (signals and hooks call this; any rank may)."""
@@ -406,8 +433,9 @@ class Trainer:
 
     def _evaluate(self) -> None:
         results = self.progress.last_eval = self.evaluator.evaluate(self.objective, self.step)
-        self.accelerator.log({f"eval/{k}": v for k, v in results.items() if k != "step"}, step=self.step)
-        self.say(f"step {self.step}: eval loss {results['loss']:.4f}")
+        self.accelerator.log(flat_eval_scalars(results), step=self.step)
+        by_source = ", ".join(f"{name} {means['loss']:.4f}" for name, means in (results.get("sources") or {}).items())
+        self.say(f"step {self.step}: eval loss {results['loss']:.4f}" + (f" ({by_source})" if by_source else ""))
         self.hooks.on_eval(self, results)
 
     def _observe_data(self, record: dict[str, Any], tally: StepTally) -> bool:
@@ -435,8 +463,9 @@ class Trainer:
         shards = sorted({Path(bad["shard"]).name for bad in tally.bad_samples})
         message = (f"{progress.bad_samples} bad samples of {progress.samples_read} read, more than "
                    f"data.max_bad_samples={budget:g} allows (latest in {', '.join(shards) or 'other ranks'}; all "
-                   f"listed in {self.run_dir / BAD_SAMPLES_DIR}); run `qwen-swe shards verify "
-                   f"{self.config.data.shards}`, rebuild or restore the shards, or raise data.max_bad_samples")
+                   f"listed in {self.run_dir / BAD_SAMPLES_DIR}); run "
+                   + ", ".join(f"`qwen-swe shards verify {folder}`" for folder in self.config.data.folders().values())
+                   + ", rebuild or restore the shards, or raise data.max_bad_samples")
         self.metrics.status.update(self.step, health="stopped: bad data", message=message,
                                    bad_samples=progress.bad_samples)
         self.say(message)

@@ -69,6 +69,29 @@ class DataSection:
     # Shards store prompt ids made by the tokenizer they were built with; true: tokenize every text again with this
     # model's tokenizer instead of refusing shards built with another one (slower).
     retokenize: bool = False
+    # Several corpora in one run, instead of `shards`: name -> shard folder (each built by `qwen-swe shards build`
+    # with the same model). Each batch is drawn from one source; data/mixture.py says how.
+    sources: dict[str, str] = field(default_factory=dict)
+    # Each source's share of the frames trained on; a source left out weighs 1 (none given: equal shares); 0: the
+    # source is only evaluated (its eval split is scored at every eval; it needs no train split).
+    weights: dict[str, float] = field(default_factory=dict)
+    # Weights by optimizer step instead of fixed ones, moving linearly between points, e.g. a curriculum
+    # {0: {nst: 1.0}, 2000: {nst: 0.3, rixvox: 0.7}}; a source a point leaves out weighs 0 there.
+    schedule: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    def mixture(self) -> Any:
+        """The sources' `data.mixture.MixtureSchedule`, or None when the run reads one shard folder."""
+        if not self.sources:
+            return None
+        from ...data.mixture import MixtureSchedule  # imported late: the data package imports torch
+
+        if self.schedule:
+            return MixtureSchedule(list(self.sources), self.schedule)
+        return MixtureSchedule.constant(list(self.sources), self.weights)
+
+    def folders(self) -> dict[str, str]:
+        """Every shard folder the run reads, by source name ("" for a single `data.shards`)."""
+        return dict(self.sources) if self.sources else {"": self.shards}
 
 
 @dataclass
@@ -167,8 +190,10 @@ class RunConfig:
         errors: list[str] = []
         if not Path(self.model.path).is_dir():
             errors.append(f"model.path: {self.model.path!r} is not a directory; point it at a Qwen3-TTS model folder")
-        if not (Path(self.data.shards) / "index.json").is_file():
-            errors.append(f"data.shards: no index.json in {self.data.shards!r}; build shards with `qwen-swe shards`")
+        for name, folder in self.data.folders().items():
+            field_name = f"data.sources.{name}" if name else "data.shards"
+            if not (Path(folder) / "index.json").is_file():
+                errors.append(f"{field_name}: no index.json in {folder!r}; build shards with `qwen-swe shards`")
         raise_errors(errors)
 
 

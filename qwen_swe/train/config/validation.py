@@ -6,6 +6,7 @@ after code changes a config in place.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from ...model_shapes import LAYOUTS
 from ..precision import BF16_PURE_UNDER_DEEPSPEED, FP16_REJECTED, PRECISIONS
@@ -63,7 +64,14 @@ def _check_data(config: RunConfig, errors: list[str]) -> None:
     from ...data.stream import BAD_SAMPLE_POLICIES  # the stream applies the policy; imported late (torch)
 
     data = config.data
-    _required(errors, "data.shards", data.shards, "a shard folder with index.json")
+    if data.sources:
+        _check_sources(data, errors)
+    else:
+        _required(errors, "data.shards", data.shards, "a shard folder with index.json, or several in data.sources")
+        for name in ("weights", "schedule"):
+            if getattr(data, name):
+                errors.append(f"data.{name}: weighs the sources of data.sources, which names none; add them, e.g. "
+                              "data.sources.nst=shards/nst, or drop the weights")
     _required(errors, "data.train_split", data.train_split, "the split to train on")
     _positive(errors, "data.frame_budget", data.frame_budget)
     _positive(errors, "data.pool_size", data.pool_size)
@@ -83,6 +91,28 @@ def _check_data(config: RunConfig, errors: list[str]) -> None:
             errors.append(f"data.layouts.{name}: must be >= 0, got {weight:g}")
     if not any(weight > 0 for weight in data.layouts.values()):
         errors.append("data.layouts: give at least one layout a weight > 0, e.g. data.layouts.streaming=1")
+
+
+def _check_sources(data: Any, errors: list[str]) -> None:
+    """data.sources with its weights or schedule (the mixture reader checks the sources' shards themselves)."""
+    if data.shards:
+        errors.append(f"data.shards and data.sources: give one shard folder or several sources, not both (data.shards "
+                      f"is {data.shards!r})")
+    for name in data.sources:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+            errors.append(f"data.sources: name sources with letters, digits, - and _ (they name metrics), got {name!r}")
+    if data.weights and data.schedule:
+        errors.append("data.weights and data.schedule: give fixed weights or a schedule, not both (a schedule with "
+                      "one point is fixed weights)")
+    unknown = sorted(set(data.weights) - set(data.sources))
+    if unknown:
+        errors.append(f"data.weights: unknown source(s) {', '.join(unknown)}; data.sources names "
+                      f"{', '.join(data.sources)}")
+        return
+    try:
+        data.mixture()
+    except ValueError as error:
+        errors.append(f"data.{'schedule' if data.schedule else 'weights'}: {error}")
 
 
 def _check_objective(config: RunConfig, errors: list[str]) -> None:
