@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -110,7 +111,10 @@ def _eval_options(command):
     options = [
         click.option("--shards", default=None, type=click.Path(exists=True, file_okay=False),
                      help="Shard folder whose eval split gives the held-out loss and the reference speakers."),
-        click.option("--split", default="eval", show_default=True, help="Split of --shards to use."),
+        click.option("--source", "sources", multiple=True, metavar="NAME=SHARDS",
+                     help="Also evaluate this corpus on its own (repeatable): its eval split's held-out loss and "
+                          "synthesis in its held-out voices, reported as METRIC@NAME (gate on them in compare)."),
+        click.option("--split", default="eval", show_default=True, help="Split of --shards (and each --source)."),
         click.option("--layouts", default="streaming", show_default=True,
                      help=f"Comma-separated layouts scored for the held-out loss ({', '.join(LAYOUTS)})."),
         click.option("--frame-budget", type=int, default=2048, show_default=True),
@@ -156,8 +160,23 @@ def _eval_config(model_dir: str, out: str, options: dict, progress: bool):
     if bad:
         raise click.BadParameter(f"{', '.join(bad)}: choose from {', '.join(LAYOUTS)}", param_hint="--layouts")
     mode = options.pop("mode") or default_mode(model_dir)
+    sources = tuple(_source(item) for item in options.pop("sources"))
     return EvalConfig(model=model_dir, out=out, layouts=layouts, mode=mode, sampling=settings, progress=progress,
-                      custom_speakers=tuple(options.pop("custom_speakers")), **options)
+                      custom_speakers=tuple(options.pop("custom_speakers")), sources=sources, **options)
+
+
+def _source(item: str) -> tuple[str, str]:
+    """--source english=data/en -> ("english", "data/en"), the folder checked."""
+    import re
+
+    name, _, folder = item.partition("=")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) or not folder:
+        raise click.BadParameter(f"{item!r}: write NAME=SHARDS, NAME of letters, digits, - and _",
+                                 param_hint="--source")
+    if not (Path(folder) / "index.json").is_file():
+        raise click.BadParameter(f"{folder}: no index.json (a shard folder from `qwen-swe shards build`)",
+                                 param_hint="--source")
+    return name, folder
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -185,6 +204,7 @@ def eval_cmd(model_dir: str, out: str, as_json: bool, **options) -> None:
     \b
     qwen-swe eval exports/pilot-base --out evals/pilot --shards data/shards --asr models/kb-whisper-small
     qwen-swe eval exports/pilot-base --out evals/quick --shards data/shards --max-sentences 4 --speakers 1 --no-heldout
+    qwen-swe eval exports/pilot-base --out evals/mix --source rixvox=data/rixvox --source english=data/en-replay
     Then: qwen-swe compare evals/current evals/pilot --registry models/registry
     """
     from ..quality.evaluation import EVAL_JSON, run_evaluation
@@ -206,9 +226,11 @@ def eval_cmd(model_dir: str, out: str, as_json: bool, **options) -> None:
 @click.argument("a", type=click.Path(exists=True))
 @click.argument("b", type=click.Path(exists=True))
 @click.option("--gates", default=None, help="Comma-separated metrics B must not be worse on (default: "
-              "heldout_loss,cer,speaker_similarity,eos_runaway_rate, those measured). Named gates must be measured.")
+              "heldout_loss,cer,speaker_similarity,eos_runaway_rate, those measured), METRIC@SOURCE for one "
+              "--source corpus. Named gates must be measured.")
 @click.option("--tolerance", "tolerances", multiple=True,
-              help="METRIC=VALUE: how much worse B may be and still pass (repeatable), e.g. cer=0.02.")
+              help="METRIC=VALUE: how much worse B may be and still pass (repeatable), absolute (cer=0.02) or a "
+                   "share of A's value (heldout_loss@english=2%).")
 @click.option("--allow-mismatch", is_flag=True,
               help="Promote even if A and B were evaluated with different sentences, references or settings.")
 @click.option("--registry", default=None, type=click.Path(file_okay=False),
@@ -230,6 +252,8 @@ def compare(a: str, b: str, gates: str | None, tolerances: tuple[str, ...], allo
     \b
     qwen-swe compare evals/current evals/candidate --registry models/registry
     qwen-swe compare exports/v1 exports/v2 --shards data/shards --asr models/kb-whisper-small --out evals/v1-vs-v2
+    qwen-swe compare base/ exports/v2 --source english=data/en-replay --out evals/forgetting \
+        --gates heldout_loss@english,speaker_similarity@english --tolerance heldout_loss@english=2%
     qwen-swe rollback models/registry        # undo the last promotion
     """
     from ..quality.compare import compare_models, parse_gates, parse_tolerances

@@ -60,8 +60,9 @@ class MixtureSchedule:
         if unknown:
             raise ValueError(f"weights name unknown source(s) {', '.join(unknown)}; sources are "
                              f"{', '.join(self.names)}")
-        self.steps = sorted(int(step) for step in points)
-        self.points = [[float(points[step].get(name, 0.0)) for name in self.names] for step in self.steps]
+        by_step = {int(step): weights for step, weights in points.items()}
+        self.steps = sorted(by_step)
+        self.points = [[float(by_step[step].get(name, 0.0)) for name in self.names] for step in self.steps]
         for step, weights in zip(self.steps, self.points):
             if any(w < 0 for w in weights) or sum(weights) <= 0:
                 raise ValueError(f"the weights at step {step} must be >= 0 and not all 0, got "

@@ -4,9 +4,14 @@
 comparison.json and comparison.md. `compare_reports` is the verdict on two eval reports alone.
 
 B is promoted only if, on every gate, it is no worse than A beyond the gate's tolerance (lower-is-better metrics:
-B <= A + tolerance; higher-is-better: B >= A - tolerance). Anything that makes the comparison unfair keeps A: a gate
-measured on one side only, a gate named explicitly but measured on neither, or evaluations run on different
-sentences, references, held-out shards or sampling settings.
+B <= A + tolerance; higher-is-better: B >= A - tolerance). A tolerance is absolute (`cer=0.01`) or a share of A's
+value (`heldout_loss@english=2%`). A gate `METRIC@SOURCE` is the metric on one corpus of an evaluation run with
+`--source` (e.g. `heldout_loss@english`: no worse than the base model on the English held-out set); it takes the
+metric's direction and, unless given its own, the metric's tolerance.
+
+Anything that makes the comparison unfair keeps A: a gate measured on one side only, a gate named explicitly but
+measured on neither, or evaluations run on different sentences, references, held-out shards, sources or sampling
+settings.
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ DEFAULT_TOLERANCES = {"heldout_loss": 0.02, "wer": 0.02, "cer": 0.01, "speaker_s
                       "eos_runaway_rate": 0.0, "silence_rate": 0.02, "duration_error": 0.05,
                       "codebook0_accuracy": 0.005, "eos_accuracy": 0.01, "sub_talker_accuracy": 0.005}
 GATEABLE = LOWER_IS_BETTER + HIGHER_IS_BETTER
+
+
+def base_metric(gate: str) -> str:
+    """"heldout_loss@english" -> "heldout_loss"."""
+    return gate.split("@", 1)[0]
 
 
 def load_eval(path: str | Path) -> tuple[dict[str, Any], Path]:
@@ -45,21 +55,36 @@ def parse_gates(text: Optional[str]) -> Optional[list[str]]:
     if not text:
         return None
     gates = [g.strip() for g in text.split(",") if g.strip()]
-    unknown = [g for g in gates if g not in GATEABLE]
+    unknown = [g for g in gates if base_metric(g) not in GATEABLE or g.endswith("@")]
     if unknown:
-        raise ValueError(f"unknown gate(s) {', '.join(unknown)}; choose from {', '.join(GATEABLE)}")
+        raise ValueError(f"unknown gate(s) {', '.join(unknown)}; choose from {', '.join(GATEABLE)}, each optionally "
+                         "for one source of the evaluation (METRIC@SOURCE, e.g. heldout_loss@english)")
     return gates
 
 
-def parse_tolerances(items: Sequence[str]) -> dict[str, float]:
-    """['cer=0.02', ...] -> {'cer': 0.02}."""
-    tolerances = dict(DEFAULT_TOLERANCES)
+def parse_tolerances(items: Sequence[str]) -> dict[str, float | str]:
+    """['cer=0.02', 'heldout_loss@english=2%'] -> {'cer': 0.02, 'heldout_loss@english': '2%'} over the defaults."""
+    tolerances: dict[str, float | str] = dict(DEFAULT_TOLERANCES)
     for item in items:
         name, _, value = item.partition("=")
-        if name not in GATEABLE or not value:
-            raise ValueError(f"--tolerance {item!r}: write METRIC=VALUE with METRIC one of {', '.join(GATEABLE)}")
-        tolerances[name] = float(value)
+        value = value.strip()
+        try:
+            number = float(value[:-1] if value.endswith("%") else value)
+        except ValueError:
+            number = -1.0
+        if base_metric(name) not in GATEABLE or number < 0:
+            raise ValueError(f"--tolerance {item!r}: write METRIC=VALUE (absolute, e.g. cer=0.02) or METRIC=P% (a "
+                             f"share of A's value, e.g. heldout_loss@english=2%) with METRIC one of "
+                             f"{', '.join(GATEABLE)}, optionally @SOURCE")
+        tolerances[name] = value if value.endswith("%") else number
     return tolerances
+
+
+def allowed_difference(tolerance: float | str, value_a: float) -> float:
+    """How much worse than A a gate lets B be: an absolute amount, or "P%" of A's value."""
+    if isinstance(tolerance, str) and tolerance.endswith("%"):
+        return abs(value_a) * float(tolerance[:-1]) / 100.0
+    return float(tolerance)
 
 
 def _setup(report: dict[str, Any]) -> dict[str, Any]:
@@ -77,6 +102,9 @@ def _setup(report: dict[str, Any]) -> dict[str, Any]:
         ("own" if str(synthesis.get("speaker_embedder")).startswith("qwen3-tts") else synthesis.get("speaker_embedder")),
         "sampling": sampling,
         "heldout_split": [heldout.get("split"), sorted((heldout.get("layouts") or {}))] if heldout else None,
+        # the corpora evaluated one by one, each with the held-out speakers it was voiced in
+        "sources": {name: [r.get("key") for r in (part.get("synthesis") or {}).get("references") or []]
+                    for name, part in sorted((report.get("sources") or {}).items())},
     }
 
 
@@ -91,10 +119,13 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any], gates: Optional[Sequen
     rows = []
     for metric in gates:
         value_a, value_b = a["metrics"].get(metric), b["metrics"].get(metric)
-        lower = metric in LOWER_IS_BETTER
-        tolerance = float(tolerances.get(metric, 0.0))
+        lower = base_metric(metric) in LOWER_IS_BETTER
+        rule = tolerances.get(metric, tolerances.get(base_metric(metric), 0.0))
+        tolerance = allowed_difference(rule, value_a) if value_a is not None else 0.0
         row = {"metric": metric, "a": value_a, "b": value_b, "direction": "lower" if lower else "higher",
                "tolerance": tolerance, "passed": None}
+        if isinstance(rule, str):
+            row["tolerance_rule"] = f"{rule} of A"
         if value_a is None and value_b is None:
             if explicit:
                 reasons.append(f"{metric}: measured on neither side, so B cannot be shown to be no worse")
@@ -104,7 +135,8 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any], gates: Optional[Sequen
         else:
             row["passed"] = value_b <= value_a + tolerance if lower else value_b >= value_a - tolerance
             if not row["passed"]:
-                reasons.append(f"{metric}: B {value_b:.4f} is worse than A {value_a:.4f} by more than {tolerance}")
+                reasons.append(f"{metric}: B {value_b:.4f} is worse than A {value_a:.4f} by more than {tolerance:.4g}"
+                               + (f" ({row['tolerance_rule']})" if "tolerance_rule" in row else ""))
         rows.append(row)
     if not any(row["passed"] is not None for row in rows):
         reasons.append("no gate was measured on both sides")

@@ -13,10 +13,16 @@ Synthesis metrics, per file and over the set:
   its speaker is paced like the mean of the held-out references; without shards the ratio is omitted.
 - silence_rate: share of 20 ms windows below the silence threshold (-40 dBFS by default).
 - eos_runaway_rate: share of syntheses cut at the max-length guard instead of ending with EOS.
+
+Several corpora (`--source NAME=SHARDS`, repeatable): each source's eval split is evaluated on its own, held-out loss
+and synthesis in its held-out speakers' voices (zero-shot cloning similarity per corpus), under `sources` in
+eval.json and as `METRIC@NAME` among the headline metrics, so `qwen-swe compare --gates heldout_loss@english`
+can refuse a model that forgot English, or one whose cloning got worse on any corpus.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import platform
 from dataclasses import asdict, dataclass, field
@@ -62,6 +68,7 @@ class EvalConfig:
     audio_samples: int = 4  # syntheses logged to TensorBoard as audio
     step: int = 0  # TensorBoard step (e.g. the training step of the exported checkpoint)
     progress: bool = True
+    sources: tuple[tuple[str, str], ...] = ()  # (name, shard folder): corpora evaluated one by one besides `shards`
 
 
 def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
@@ -221,14 +228,54 @@ def run_evaluation(config: EvalConfig, say: Callable[[str], None] = print, wrapp
     out.mkdir(parents=True, exist_ok=True)
     if not config.heldout and not config.synthesis:
         raise ValueError("nothing to evaluate: both the held-out loss and synthesis are switched off")
-    if config.heldout and not config.shards:
-        raise ValueError("the held-out loss needs --shards (a shard folder with an eval split); or pass --no-heldout")
+    if config.heldout and not config.shards and not config.sources:
+        raise ValueError("the held-out loss needs --shards (a shard folder with an eval split) or --source; or pass "
+                         "--no-heldout")
     source = config.model
     if wrapper is None:
         from ..export import export_if_checkpoint
 
         config.model = str(export_if_checkpoint(source, out / "model", custom_voice=config.mode == "custom", say=say))
         wrapper = open_model(config.model, languages=(config.language,))
+    sentences = load_sentences(config.sentences)
+    if config.max_sentences > 0:
+        sentences = sentences[:config.max_sentences]
+    heldout, synthesis, results = None, None, []
+    if config.shards or not config.sources:  # with sources only, every number is per source
+        heldout, synthesis, results = _evaluate_part(config, wrapper, sentences, out, say)
+    metrics = headline_metrics(heldout, synthesis)
+    by_source: dict[str, Any] = {}
+    for name, folder in config.sources:
+        say(f"source {name} ({folder}):")
+        part = dataclasses.replace(config, shards=folder, sources=())
+        source_heldout, source_synthesis, source_results = _evaluate_part(part, wrapper, sentences,
+                                                                          out / "sources" / name, say)
+        results = results or source_results  # TensorBoard's audio: the main part's, else the first source's
+        source_metrics = headline_metrics(source_heldout, source_synthesis)
+        by_source[name] = {"shards": folder, "metrics": source_metrics, "heldout": source_heldout,
+                           "synthesis": source_synthesis}
+        metrics.update({f"{key}@{name}": value for key, value in source_metrics.items()})
+    report = {
+        "model": str(Path(config.model).resolve()),
+        "source": str(Path(source).resolve()),  # the checkpoint the model was exported from, or the model itself
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "config": {k: v for k, v in asdict(config).items() if k not in ("sampling", "progress")},
+        "sampling": config.sampling.as_dict(),
+        "metrics": metrics,
+        "heldout": heldout,
+        "synthesis": synthesis,
+        "sources": by_source,
+    }
+    write_json_atomic(out / EVAL_JSON, report, sort_keys=False)
+    write_text_atomic(out / EVAL_MD, render_eval_markdown(report))
+    write_tensorboard(out / "tb", report, results, config.step, config.audio_samples)
+    return report
+
+
+def _evaluate_part(config: EvalConfig, wrapper: Any, sentences: list[str], out: Path,
+                   say: Callable[[str], None]) -> tuple[Optional[dict[str, Any]], Optional[dict[str, Any]], list]:
+    """The held-out loss and the synthesis metrics on `config.shards` (either may be switched off)."""
     heldout = None
     if config.heldout:
         from .heldout import heldout_metrics
@@ -238,30 +285,14 @@ def run_evaluation(config: EvalConfig, say: Callable[[str], None] = print, wrapp
         say(f"held-out loss {heldout['loss']:.4f} over {heldout['frames']:.0f} frames")
     synthesis, results = None, []
     if config.synthesis:
-        sentences = load_sentences(config.sentences)
-        if config.max_sentences > 0:
-            sentences = sentences[:config.max_sentences]
         synthesis, results = synthesis_metrics(config, wrapper, sentences, out, say)
-    report = {
-        "model": str(Path(config.model).resolve()),
-        "source": str(Path(source).resolve()),  # the checkpoint the model was exported from, or the model itself
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "config": {k: v for k, v in asdict(config).items() if k not in ("sampling", "progress")},
-        "sampling": config.sampling.as_dict(),
-        "metrics": headline_metrics(heldout, synthesis),
-        "heldout": heldout,
-        "synthesis": synthesis,
-    }
-    write_json_atomic(out / EVAL_JSON, report, sort_keys=False)
-    write_text_atomic(out / EVAL_MD, render_eval_markdown(report))
-    write_tensorboard(out / "tb", report, results, config.step, config.audio_samples)
-    return report
+    return heldout, synthesis, results
 
 
 def write_tensorboard(folder: Path, report: dict[str, Any], results: Sequence[Synthesis], step: int,
                       audio_samples: int) -> None:
-    """Scalars `eval/<metric>` (and `eval/heldout/<layout>/<metric>`) and the first syntheses as audio."""
+    """Scalars `eval/<metric>` (`eval/<metric>@<source>` per source, and `eval/heldout/<layout>/<metric>`) and the
+    first syntheses as audio."""
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(log_dir=str(folder))

@@ -26,6 +26,13 @@ def render_eval_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Evaluation of `{report['model']}`", "", f"Created {report['created']} on {report['host']}.", "",
              "## Headline metrics", ""]
     lines += _table(["metric", "value"], [[k, v] for k, v in report["metrics"].items()])
+    sources: dict = report.get("sources") or {}
+    if sources:
+        names = list(sources)
+        lines += ["", "## Per source", "", "Each source's eval split alone (`METRIC@SOURCE` above); files under "
+                  "`sources/<name>/`.", ""]
+        keys = list(next(iter(sources.values()))["metrics"])
+        lines += _table(["metric"] + names, [[key] + [sources[n]["metrics"].get(key) for n in names] for key in keys])
     heldout: Optional[dict] = report.get("heldout")
     if heldout:
         lines += ["", f"## Held-out teacher-forced loss (`{heldout['shards']}`, split {heldout['split']})", ""]
@@ -62,7 +69,10 @@ def render_comparison_markdown(comparison: dict[str, Any]) -> str:
              "B is promoted only if it is no worse than A on every gate (within the gate's tolerance).", ""]
     rows = []
     for gate in comparison["gates"]:
-        rows.append([gate["metric"], gate["a"], gate["b"], gate["direction"], gate["tolerance"],
+        tolerance = gate["tolerance"]
+        if "tolerance_rule" in gate:
+            tolerance = f"{tolerance:.4f} ({gate['tolerance_rule']})"
+        rows.append([gate["metric"], gate["a"], gate["b"], gate["direction"], tolerance,
                      {True: "pass", False: "FAIL", None: "not measured"}[gate["passed"]]])
     lines += _table(["gate", "A", "B", "better", "tolerance", "result"], rows)
     others = comparison.get("other_metrics") or {}

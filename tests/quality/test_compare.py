@@ -30,3 +30,34 @@ def test_compare_promotes_within_tolerance_and_refuses_unfair_comparisons():
     other_text["synthesis"]["sentences"] = ["Något annat."]
     assert compare_reports(a, other_text)["verdict"] == "keep"
     assert compare_reports(a, other_text, allow_mismatch=True)["verdict"] == "promote"
+
+
+def test_a_gate_on_one_source_with_a_share_of_a_as_tolerance():
+    """"No worse than the base model on the English held-out set within 2%", and cloning similarity per corpus."""
+    from qwen_swe.quality.compare import parse_gates, parse_tolerances
+
+    def with_english(model: str, loss: float, similarity: float) -> dict:
+        report = eval_report(model)
+        report["metrics"].update({"heldout_loss@english": loss, "speaker_similarity@english": similarity})
+        report["sources"] = {"english": {"synthesis": {"references": [{"key": "en0"}]}}}
+        return report
+
+    gates = parse_gates("heldout_loss@english,speaker_similarity@english")
+    tolerances = parse_tolerances(["heldout_loss@english=2%"])
+    base = with_english("base", loss=3.0, similarity=0.8)
+    within = compare_reports(base, with_english("b", 3.05, 0.79), gates=gates, tolerances=tolerances)
+    assert within["verdict"] == "promote"  # 3.05 <= 3.0 * 1.02; similarity within the metric's 0.02
+    assert within["gates"][0]["tolerance"] == pytest.approx(0.06) and within["gates"][0]["tolerance_rule"] == "2% of A"
+    forgot = compare_reports(base, with_english("b", 3.07, 0.79), gates=gates, tolerances=tolerances)
+    assert forgot["verdict"] == "keep" and [g["passed"] for g in forgot["gates"]] == [False, True]
+    assert "heldout_loss@english" in forgot["reasons"][0] and "2% of A" in forgot["reasons"][0]
+    lost_cloning = compare_reports(base, with_english("b", 3.0, 0.7), gates=gates, tolerances=tolerances)
+    assert [g["passed"] for g in lost_cloning["gates"]] == [True, False]
+    # evaluated on other corpora: no fair comparison
+    other = with_english("b", 3.0, 0.8)
+    other["sources"] = {"german": other["sources"]["english"]}
+    assert compare_reports(base, other, gates=gates, tolerances=tolerances)["verdict"] == "keep"
+    with pytest.raises(ValueError, match="METRIC@SOURCE"):
+        parse_gates("loudness@english")
+    with pytest.raises(ValueError, match="share of A"):
+        parse_tolerances(["heldout_loss@english=two%"])

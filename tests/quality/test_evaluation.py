@@ -144,3 +144,29 @@ def test_named_voices_are_compared_with_their_training_speaker(tiny_custom, tiny
     report = run_evaluation(config, say=notes.append)
     assert [r["speaker"] for r in report["synthesis"]["references"]] == ["Alva", "cecilia"]
     assert all(-1.0 <= f["speaker_similarity"] <= 1.0 for f in report["synthesis"]["files"])
+
+
+def test_each_source_is_evaluated_on_its_own_as_metric_at_source(swedish_wrapper, tmp_path):
+    """--source: each corpus's held-out loss and cloning metrics equal evaluating that corpus alone."""
+    from qwen_swe.quality.evaluation import EvalConfig, run_evaluation
+    from qwen_swe.quality.synth import SamplingSettings
+
+    sources = {name: str(synthetic_shards(tmp_path / name, shards=1, per_shard=2, hidden=64, eval_samples=3,
+                                          seed=seed, prefix=f"{name}-", speakers=(f"{name}0", f"{name}1")))
+               for seed, name in enumerate(("swedish", "english"))}
+
+    def evaluate(out: str, **where) -> dict:
+        config = EvalConfig(model="tiny-0.6b-sv", out=str(tmp_path / out), speakers=1, max_sentences=1,
+                            batch_size=1, progress=False, sampling=SamplingSettings(max_new_tokens=3, seed=3,
+                                                                                    do_sample=False), **where)
+        return run_evaluation(config, say=lambda _m: None, wrapper=swedish_wrapper)
+
+    both = evaluate("both", sources=tuple(sources.items()))
+    assert both["heldout"] is None and set(both["sources"]) == set(sources)
+    for name, folder in sources.items():
+        alone = evaluate(name, shards=folder)["metrics"]
+        for metric in ("heldout_loss", "codebook0_accuracy", "speaker_similarity", "eos_runaway_rate"):
+            assert both["metrics"][f"{metric}@{name}"] == pytest.approx(alone[metric], rel=1e-6), (name, metric)
+        assert both["sources"][name]["synthesis"]["voices"][0].startswith(name)  # its own held-out speaker
+    assert (tmp_path / "both" / "sources" / "english" / "audio").is_dir()
+    assert "## Per source" in (tmp_path / "both" / "eval.md").read_text()

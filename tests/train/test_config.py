@@ -96,3 +96,38 @@ def test_check_paths_names_missing_folders(tmp_path):
     with pytest.raises(ConfigError) as error:
         config_with(f"model.path={tmp_path / 'nope'}", f"data.shards={tmp_path}").check_paths()
     assert "model.path:" in str(error.value) and "data.shards: no index.json" in str(error.value)
+
+
+SOURCES = ["model.path=/m", "run.output_dir=/o", "data.sources.nst=/data/nst", "data.sources.rixvox=/data/rixvox"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.shards=/s"], "data.shards and data.sources: give one shard folder or several sources, not both"),
+    (["data.weights.nts=1"], "data.weights: unknown source(s) nts; data.sources names nst, rixvox"),
+    (["data.weights.nst=-1"], "data.weights: the weights at step 0 must be >= 0"),
+    (["data.weights.nst=1", "data.schedule={0: {nst: 1}}"], "data.weights and data.schedule: give fixed weights"),
+    (["data.schedule={0: {nst: 0}}"], "data.schedule: the weights at step 0 must be >= 0 and not all 0"),
+    (["data.schedule={0: {nst: 1}, 100: {rixvx: 1}}"], "data.schedule: weights name unknown source(s) rixvx"),
+    (["data.sources.en/replay=/d"], "data.sources: name sources with letters, digits, - and _"),
+])
+def test_sources_and_their_weights_are_checked(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, None, SOURCES + overrides)
+
+
+def test_a_curriculum_is_one_config_block(tmp_path):
+    """The README's curriculum: studio speech first, varied speech blended in from step 2000."""
+    path = tmp_path / "run.yaml"
+    path.write_text("model: {path: /m}\nrun: {output_dir: /o}\n"
+                    "data:\n  sources: {nst: /data/nst, rixvox: /data/rixvox, english: /data/en}\n"
+                    "  schedule:\n    0: {nst: 1.0, english: 0.05}\n    2000: {nst: 0.3, rixvox: 0.7, english: 0.05}\n")
+    config = load_config(path, None, ["data.schedule.4000={rixvox: 1}"])
+    mixture = config.data.mixture()
+    assert mixture.weights_at(0) == pytest.approx([1 / 1.05, 0, 0.05 / 1.05])
+    assert mixture.weights_at(1000)[1] == pytest.approx(0.35 / 1.05)
+    assert mixture.weights_at(4000) == [0.0, 1.0, 0.0]
+    assert config.data.folders() == {"nst": "/data/nst", "rixvox": "/data/rixvox", "english": "/data/en"}
+    with pytest.raises(ConfigError, match=re.escape("data.sources.rixvox: no index.json in '/data/rixvox'")):
+        config.check_paths()
+    with pytest.raises(ConfigError, match="data.weights: weighs the sources of data.sources, which names none"):
+        load_config(None, None, ["model.path=/m", "run.output_dir=/o", "data.shards=/s", "data.weights.nst=1"])

@@ -82,6 +82,10 @@ def test_each_step_records_its_sources_and_the_schedule_switches_where_stated(re
     total = sum(r["source/studio/frames"] + r["source/varied/frames"] for r in steps)
     assert status["sources"]["studio"]["frames"] == sum(r["source/studio/frames"] for r in steps)
     assert status["sources"]["studio"]["share"] == pytest.approx(status["sources"]["studio"]["frames"] / total)
+    from qwen_swe.train.monitor import render_status
+
+    view = render_status(reference)
+    assert "source varied:" in view and "weight now 50.0%" in view and "eval studio: loss" in view
     # every eval scores each source's eval split, and TensorBoard has the per-source curves
     evaluation = status["last_eval"]
     assert set(evaluation["sources"]) == {"studio", "varied"}

@@ -201,8 +201,8 @@ def _apply_override(config: RunConfig, item: str, errors: list[str]) -> None:
             continue
         try:
             if rest and typing.get_origin(hint) is dict:  # data.layouts.icl=0.5: the rest of the path is the key
-                key = ".".join(rest)
-                value_hint = typing.get_args(hint)[1]
+                key_hint, value_hint = typing.get_args(hint)
+                key = coerce(".".join(rest), key_hint, f"{name} key")  # data.schedule.2000=...: an int key
                 value = coerce(_parse_value(raw, value_hint), value_hint, f"{name}.{key}")
                 updated = dict(getattr(target, part))
                 updated[key] = value
