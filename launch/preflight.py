@@ -178,7 +178,8 @@ def check_run(run_config: Optional[str], preset: Optional[str], overrides: list[
                                       overrides and f"{len(overrides)} override(s)"]))
     found.add("run config", source)
     found.add("model", f"{config.model.path} ({config.train.mode}, precision {config.train.precision})")
-    found.add("shards", f"{config.data.shards} (frame budget {config.data.frame_budget}, "
+    where = config.data.shards or ", ".join(f"{name}={folder}" for name, folder in config.data.sources.items())
+    found.add("shards", f"{where} (frame budget {config.data.frame_budget}, "
                         f"{config.data.num_workers} loader worker(s))")
     found.add("optimizer", f"{config.optim.name}, lr {config.optim.lr}, accumulation {config.optim.accumulation}, "
                            f"{config.run.max_steps} steps, checkpoint every {config.run.checkpoint_every}, "
