@@ -47,3 +47,14 @@ def reference_build(tmp_path_factory, tiny_06b, encoder, demo_subset) -> Path:
     build_shards(make_config(out, tiny_06b, [SourceSpec("manifest", str(demo_subset))]), encoder=encoder,
                  say=lambda _: None)
     return out
+
+
+@pytest.fixture(scope="module")
+def layout(tiny_06b):
+    """The sequence layout of the tiny model with Swedish registered (what the stream lays samples out with)."""
+    from qwen_swe.layout import SequenceLayout
+
+    from ..helpers import load_swedish_model
+
+    wrapper = load_swedish_model(tiny_06b)
+    return SequenceLayout(wrapper.model.config, wrapper.processor.tokenizer)

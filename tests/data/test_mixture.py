@@ -8,17 +8,9 @@ import pytest
 from qwen_swe.data.mixture import MixedIndex, MixturePlanner, MixtureSchedule, frame_shares
 from qwen_swe.data.stream import ShardStream, StreamConfig, StreamPosition, make_loader, stream_position
 from qwen_swe.data.synthetic import synthetic_shards
-from qwen_swe.layout import SequenceLayout
 
-from ..helpers import load_swedish_model
 
 NAMES = ("studio", "varied")
-
-
-@pytest.fixture(scope="module")
-def layout(tiny_06b):
-    wrapper = load_swedish_model(tiny_06b)
-    return SequenceLayout(wrapper.model.config, wrapper.processor.tokenizer)
 
 
 @pytest.fixture(scope="module")

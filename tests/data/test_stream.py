@@ -15,18 +15,10 @@ from qwen_swe.data.shard_format import INDEX_NAME
 from qwen_swe.data.stream import (ShardIndex, ShardStream, StreamConfig, StreamPosition, make_loader, plan_epoch,
                                   sample_keys)
 from qwen_swe.data.synthetic import synthetic_shards
-from qwen_swe.layout import SequenceLayout
 
-from ..helpers import load_swedish_model
 from .building import swedish_layout
 
 LAYOUT_MIX = {"streaming": 1.0, "non_streaming": 1.0, "icl": 1.0}
-
-
-@pytest.fixture(scope="module")
-def layout(tiny_06b):
-    wrapper = load_swedish_model(tiny_06b)
-    return SequenceLayout(wrapper.model.config, wrapper.processor.tokenizer)
 
 
 @pytest.fixture(scope="module")
