@@ -339,6 +339,7 @@ class Trainer:
             outcome = self.train_step(batches)
             self.progress.step += 1
             record = self.step_record(outcome)
+            self._count_source_frames(record)
             self.metrics.write(record, keep=bool(outcome.layer_stats))
             if self._observe_data(record, outcome.tally):
                 exit_code = EXIT_BAD_DATA
@@ -365,13 +366,17 @@ class Trainer:
         self.accelerator.end_training()
         return exit_code
 
+    def _count_source_frames(self, record: dict[str, Any]) -> None:
+        """A mixture's frames trained on so far, by source (kept in checkpoints with the rest of the progress)."""
+        frames = self.progress.source_frames
+        for name in self.source_names:
+            frames[name] = frames.get(name, 0.0) + record[f"source/{name}/frames"]
+
     def _source_status(self, record: dict[str, Any]) -> dict[str, Any]:
         """status.json's view of the sources: frames trained on so far, their share, weight and last loss."""
         if self.mixture is None:
             return {}
         frames = self.progress.source_frames
-        for name in self.source_names:
-            frames[name] = frames.get(name, 0.0) + record.get(f"source/{name}/frames", 0.0)
         total = sum(frames.values()) or 1.0
         return {"sources": {name: {"frames": frames.get(name, 0.0), "share": frames.get(name, 0.0) / total,
                                    "weight": record.get(f"source/{name}/weight"),

@@ -113,6 +113,9 @@ def test_stopped_before_the_switch_and_resumed_after_it_gives_the_uninterrupted_
     assert sorted(ours) == list(range(1, STEPS + 1))
     for step in range(1, STEPS + 1):
         assert ours[step] == pytest.approx(theirs[step], rel=1e-6, abs=1e-7), step
+    # the frames counted per source survive the resume too
+    sources = [json.loads((folder / "status.json").read_text())["sources"] for folder in (run_dir, reference)]
+    assert sources[0] == sources[1]
 
     # a changed source list is a change of the math: refused unless named
     changed = [a for a in settings(tiny_06b, folders, run_dir) if not a.startswith(("data.sources.varied", "data.sch"))]
