@@ -114,4 +114,8 @@ def training_hooks(config: Any) -> list[TrainerHook]:
     hooks: list[TrainerHook] = []
     if config.run.synth_every_evals:
         hooks.append(TensorBoardSynthesis(config.run.synth_every_evals, config.run.synth_sentences))
+    if config.run.quality.every_evals:
+        from .quality_loop import QualityLoop
+
+        hooks.append(QualityLoop(config.run.quality))
     return hooks
