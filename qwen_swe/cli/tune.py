@@ -25,15 +25,15 @@ from ..train.config.schema import QUALITY_METRICS
 @click.option("--objective", type=click.Choice(list(QUALITY_METRICS)), default=None,
               help="What trials are ranked by: heldout_loss (default; the last held-out eval) or a quality metric "
               "of the last quality round (needs run.quality in the run config).")
-@click.option("--seed", type=int, default=0, show_default=True, help="TPE sampler seed.")
-@click.option("--pruner", type=click.Choice(["median", "percentile", "none"]), default="median", show_default=True,
-              help="Stop trials that do worse than earlier trials at the same eval step.")
-@click.option("--pruner-startup-trials", type=int, default=2, show_default=True,
-              help="Finished trials before the pruner judges any trial.")
-@click.option("--pruner-warmup-steps", type=int, default=0, show_default=True,
-              help="Steps of a trial before the pruner judges it.")
-@click.option("--random-trials", type=int, default=10, show_default=True,
-              help="Trials TPE samples at random before it models the results.")
+@click.option("--seed", type=int, default=None, help="TPE sampler seed [default: 0, or as the study started].")
+@click.option("--pruner", type=click.Choice(["median", "percentile", "none"]), default=None,
+              help="Stop trials that do worse than earlier trials at the same eval step [default: median].")
+@click.option("--pruner-startup-trials", type=int, default=None,
+              help="Complete trials before the pruner judges any trial [default: 2].")
+@click.option("--pruner-warmup-steps", type=int, default=None, help="Steps of a trial before the pruner judges it "
+              "[default: 0].")
+@click.option("--random-trials", type=int, default=None,
+              help="Trials TPE samples at random before it models the results [default: 10].")
 @click.option("--enqueue", "enqueue_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="YAML list of parameter mappings to try first (e.g. the settings you use today).")
 @click.option("--heartbeat", type=int, default=60, show_default=True,
@@ -41,12 +41,14 @@ from ..train.config.schema import QUALITY_METRICS
 @click.option("--report-only", is_flag=True, help="Only rewrite best.yaml, report.md and plots/ from the study.")
 @click.argument("overrides", nargs=-1)
 def tune(config_path: str | None, preset: str | None, space_path: str | None, trials: int, study_dir: str,
-         resume: bool, objective: str | None, seed: int, pruner: str, pruner_startup_trials: int,
-         pruner_warmup_steps: int, random_trials: int, enqueue_path: str | None, heartbeat: int,
+         resume: bool, objective: str | None, seed: int | None, pruner: str | None,
+         pruner_startup_trials: int | None, pruner_warmup_steps: int | None, random_trials: int | None, enqueue_path: str | None, heartbeat: int,
          report_only: bool, overrides: tuple[str, ...]) -> None:
     """Search hyper-parameters: each trial is a short real training run (same trainer) in STUDY/trials/trial-N.
 
     OVERRIDES are dotted assignments applied to the run config, as for `qwen-swe train`.
+
+    Sampler and pruner settings are stored with the study: a --resume keeps them unless given again.
 
     \b
     A study of 20 trials (TPE, median pruner on the held-out loss at every eval):

@@ -138,7 +138,8 @@ def write_report(study: Any, study_dir: Path, base: RunConfig, space: SearchSpac
     best = best_trial(study)
     lines = [f"# Study {study_dir.resolve()}", "",
              f"Written {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}. Objective: "
-             f"**{objective}** ({QUALITY_METRICS[objective]} is better), TPE seed {study.user_attrs.get('seed')}; "
+             f"**{objective}** ({QUALITY_METRICS[objective]} is better), TPE seed {(study.user_attrs.get('search') or {}).get('seed')}, "
+             f"pruner {(study.user_attrs.get('search') or {}).get('pruner')}; "
              f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + ".", "",
              "## Best trial", ""]
     if best is None:

@@ -54,13 +54,26 @@ class StudySettings:
     study_dir: Path
     trials: int = 0  # finished (complete or pruned) trials the study should hold; 0: what the study was started with
     objective: Optional[str] = None  # a QUALITY_METRICS name; None: heldout_loss, or what the study was started with
-    seed: int = 0
-    pruner: str = "median"
-    pruner_startup_trials: int = 2  # finished trials before the pruner judges anyone
-    pruner_warmup_steps: int = 0  # steps of a trial before the pruner judges it
-    random_trials: int = 10  # TPE samples at random for this many trials first
+    # Sampler and pruner settings: None takes what the study was started with (stored in it), else the default.
+    seed: Optional[int] = None  # TPE seed (default 0)
+    pruner: Optional[str] = None  # median (default) | percentile | none
+    pruner_startup_trials: Optional[int] = None  # complete trials before the pruner judges anyone (default 2)
+    pruner_warmup_steps: Optional[int] = None  # steps of a trial before the pruner judges it (default 0)
+    random_trials: Optional[int] = None  # TPE samples at random for this many trials first (default 10)
     heartbeat_seconds: int = 60
     enqueue: list[dict[str, Any]] = field(default_factory=list)  # trials to run first (parameter values)
+
+
+SEARCH_DEFAULTS = {"seed": 0, "pruner": "median", "pruner_startup_trials": 2, "pruner_warmup_steps": 0,
+                   "random_trials": 10}
+
+
+def _resolve_search_settings(settings: StudySettings, stored: dict[str, Any]) -> dict[str, Any]:
+    """Fill the sampler and pruner settings: given ones win, then the study's stored ones, then the defaults."""
+    for name, default in SEARCH_DEFAULTS.items():
+        if getattr(settings, name) is None:
+            setattr(settings, name, stored.get(name, default))
+    return {name: getattr(settings, name) for name in SEARCH_DEFAULTS}
 
 
 @dataclass
@@ -100,11 +113,17 @@ def _optuna() -> Any:
 def storage_for(study_dir: Path, heartbeat_seconds: int = 60) -> Any:
     """The study's SQLite storage, with heartbeats: a trial whose process died is failed and queued again (at most
     three times) once its heartbeat is three intervals old."""
+    import warnings
+
     _optuna()
     from optuna.storages import RDBStorage, RetryFailedTrialCallback
 
-    return RDBStorage(f"sqlite:///{(Path(study_dir) / STUDY_DB).resolve()}", heartbeat_interval=heartbeat_seconds,
-                      grace_period=3 * heartbeat_seconds, failed_trial_callback=RetryFailedTrialCallback(max_retry=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # heartbeats are marked experimental
+        return RDBStorage(f"sqlite:///{(Path(study_dir) / STUDY_DB).resolve()}",
+                          heartbeat_interval=heartbeat_seconds,
+                          grace_period=3 * heartbeat_seconds,
+                          heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=3))
 
 
 def _sampler_and_pruner(settings: StudySettings) -> tuple[Any, Any]:
@@ -148,10 +167,13 @@ def open_study(settings: StudySettings, base: Optional[RunConfig], space: Option
     if exists and not resume:
         raise ConfigError(f"--study-dir: {folder} holds a study already; continue it (or join it from another "
                           "process) with --resume, or choose another --study-dir")
-    sampler, pruner = _sampler_and_pruner(settings)
     if exists:
         storage = storage_for(folder, settings.heartbeat_seconds)
+        stored = optuna.load_study(study_name=STUDY_NAME, storage=storage).user_attrs
+        search = _resolve_search_settings(settings, stored.get("search") or {})
+        sampler, pruner = _sampler_and_pruner(settings)
         study = optuna.load_study(study_name=STUDY_NAME, storage=storage, sampler=sampler, pruner=pruner)
+        study.set_user_attr("search", search)
         base, space = _check_unchanged(study, folder, base, space, settings)
         if settings.trials:
             study.set_user_attr("trials", settings.trials)
@@ -166,6 +188,8 @@ def open_study(settings: StudySettings, base: Optional[RunConfig], space: Option
     if settings.trials <= 0:
         raise ConfigError("--trials: how many finished trials the study should hold, e.g. --trials 20")
     settings.objective = settings.objective or "heldout_loss"
+    search = _resolve_search_settings(settings, {})
+    sampler, pruner = _sampler_and_pruner(settings)
     check_objective(settings.objective, base)
     space.check(base)
     folder.mkdir(parents=True, exist_ok=True)
@@ -179,7 +203,7 @@ def open_study(settings: StudySettings, base: Optional[RunConfig], space: Option
                                 direction=direction)
     study.set_user_attr("objective", settings.objective)
     study.set_user_attr("trials", settings.trials)
-    study.set_user_attr("seed", settings.seed)
+    study.set_user_attr("search", search)
     for values in settings.enqueue:
         unknown = set(values) - {p.name for p in space.params}
         if unknown:
