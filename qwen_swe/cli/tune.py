@@ -42,7 +42,8 @@ from ..train.config.schema import QUALITY_METRICS
 @click.argument("overrides", nargs=-1)
 def tune(config_path: str | None, preset: str | None, space_path: str | None, trials: int, study_dir: str,
          resume: bool, objective: str | None, seed: int | None, pruner: str | None,
-         pruner_startup_trials: int | None, pruner_warmup_steps: int | None, random_trials: int | None, enqueue_path: str | None, heartbeat: int,
+         pruner_startup_trials: int | None, pruner_warmup_steps: int | None, random_trials: int | None,
+         enqueue_path: str | None, heartbeat: int,
          report_only: bool, overrides: tuple[str, ...]) -> None:
     """Search hyper-parameters: each trial is a short real training run (same trainer) in STUDY/trials/trial-N.
 

@@ -485,7 +485,8 @@ class Trainer:
             self.progress.last_eval = self.evaluator.evaluate(self.objective, self.step)
         reason = self.stop_requested if self.stop_finishes else "run.max_steps reached"
         report = {"steps": self.step, "stop_reason": reason, "epoch": self.progress.epoch,
-                  "last_eval": self.last_eval, "best_eval": self.progress.best_eval, "non_finite_total": self.guard.total,
+                  "last_eval": self.last_eval, "best_eval": self.progress.best_eval,
+                  "non_finite_total": self.guard.total,
                   "samples_read": self.progress.samples_read, "bad_samples": self.progress.bad_samples,
                   "data_skipped_steps": self.progress.data_skipped_steps,
                   "last_checkpoint": str(self.checkpointer.latest()), **self.hooks.report(),

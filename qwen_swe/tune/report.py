@@ -136,10 +136,11 @@ def write_report(study: Any, study_dir: Path, base: RunConfig, space: SearchSpac
     for trial in trials:
         states[trial.state.name.lower()] = states.get(trial.state.name.lower(), 0) + 1
     best = best_trial(study)
+    search = study.user_attrs.get("search") or {}
     lines = [f"# Study {study_dir.resolve()}", "",
              f"Written {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}. Objective: "
-             f"**{objective}** ({QUALITY_METRICS[objective]} is better), TPE seed {(study.user_attrs.get('search') or {}).get('seed')}, "
-             f"pruner {(study.user_attrs.get('search') or {}).get('pruner')}; "
+             f"**{objective}** ({QUALITY_METRICS[objective]} is better), TPE seed {search.get('seed')}, "
+             f"pruner {search.get('pruner')}; "
              f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + ".", "",
              "## Best trial", ""]
     if best is None:

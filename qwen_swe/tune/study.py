@@ -306,6 +306,17 @@ def _fresh_accelerator_state() -> None:
     GradientState._reset_state()
 
 
+def _keep_process_group(accelerator: Any) -> None:
+    """The job's process group outlives each trial: accelerate's end_training would take it down at the end of the
+    trial's run (and DeepSpeed keeps its own handles to it), so a trial only closes its trackers."""
+
+    def end_training() -> None:
+        for tracker in accelerator.trackers:
+            tracker.finish()
+
+    accelerator.end_training = end_training
+
+
 def run_trial(config: RunConfig, objective: str, trial: Any = None,
               extra_hooks: Iterable[TrainerHook] = ()) -> TrialResult:
     """One trial's run through the Trainer (every rank calls this; rank 0 passes the Optuna trial)."""
@@ -318,6 +329,7 @@ def run_trial(config: RunConfig, objective: str, trial: Any = None,
     quality = next((hook for hook in hooks if hook.name == "quality"), None)
     reporter = TrialReporter(trial, objective, quality)
     trainer = Trainer(config, hooks=[*hooks, reporter, *extra_hooks])
+    _keep_process_group(trainer.accelerator)
     try:
         exit_code = trainer.run()
         if objective == "heldout_loss":
@@ -345,6 +357,7 @@ def _release_memory() -> None:
 
 # ------------------------------------------------------------------------------------------ ranks
 def _world() -> Any:
+    """This job's processes (accelerate's PartialState; it sets up the process group under a launcher)."""
     from accelerate import PartialState
 
     return PartialState()
@@ -408,19 +421,20 @@ def tune(settings: StudySettings, base: Optional[RunConfig], space: Optional[Sea
         raise ConfigError(failure)
     base, space, settings = setup
     if not world.is_main_process:
-        _follow(settings, base, space, extra_hooks)
-        return StudyOutcome(finished=0, target=settings.trials, interrupted=False)
+        finished, interrupted = _follow(settings, base, space, extra_hooks)
+        return StudyOutcome(finished=finished, target=settings.trials, interrupted=interrupted)
     stop = _StopBetweenTrials(say)
-    interrupted = False
+    ending: tuple[str, int, bool] = ("done", 0, True)  # what the other ranks hear if this rank fails
     try:
         interrupted = _lead(study, settings, base, space, say, stop, list(extra_hooks))
+        ending = ("done", finished_trials(study), interrupted)
     finally:
-        broadcast_from_rank0(("done",))
+        broadcast_from_rank0(ending)
         stop.restore()
     from .report import write_report
 
     paths = write_report(study, settings.study_dir, base, space, say)
-    finished = finished_trials(study)
+    finished = ending[1]
     if interrupted:
         say(f"study interrupted with {finished} of {settings.trials} trials finished; continue with the same command "
             "plus --resume")
@@ -434,7 +448,6 @@ def _lead(study: Any, settings: StudySettings, base: RunConfig, space: SearchSpa
           stop: _StopBetweenTrials, extra_hooks: list[TrainerHook]) -> bool:
     """Rank 0's loop: one trial at a time through `study.optimize` (heartbeat, stale-trial retry); True when
     interrupted."""
-    optuna = _optuna()
 
     def objective(trial: Any) -> float:
         values = space.suggest(trial)
@@ -501,12 +514,14 @@ def _judge(trial: Any, result: TrialResult, folder: Path, say: Callable[[str], N
     return float(result.value)
 
 
-def _follow(settings: StudySettings, base: RunConfig, space: SearchSpace, extra_hooks: Iterable[TrainerHook]) -> None:
-    """Ranks other than 0: run each trial rank 0 announces, until it says the study is done."""
+def _follow(settings: StudySettings, base: RunConfig, space: SearchSpace,
+            extra_hooks: Iterable[TrainerHook]) -> tuple[int, bool]:
+    """Ranks other than 0: run each trial rank 0 announces, until it says the study is done (finished trials,
+    interrupted)."""
     while True:
         message = broadcast_from_rank0(None)
         if message[0] == "done":
-            return
+            return message[1], message[2]
         _, number, values = message
         config = space.trial_config(base, values, trial_dir(settings.study_dir, number))
         run_trial(config, settings.objective, None, extra_hooks)

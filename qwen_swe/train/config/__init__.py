@@ -21,5 +21,5 @@ from .schema import (
 from .validation import validate
 
 __all__ = ["DEFAULT_LORA_TARGETS", "PRESETS", "QUALITY_METRICS", "ConfigError", "DataSection", "LoraSection",
-           "ModelSection", "ObjectiveSection", "OptimSection", "QualitySection", "RunConfig", "RunSection", "ScheduleSection", "TrainSection",
-           "apply_override", "coerce", "load_config", "validate"]
+           "ModelSection", "ObjectiveSection", "OptimSection", "QualitySection", "RunConfig", "RunSection",
+           "ScheduleSection", "TrainSection", "apply_override", "coerce", "load_config", "validate"]
