@@ -137,11 +137,14 @@ def write_report(study: Any, study_dir: Path, base: RunConfig, space: SearchSpac
         states[trial.state.name.lower()] = states.get(trial.state.name.lower(), 0) + 1
     best = best_trial(study)
     search = study.user_attrs.get("search") or {}
+    scale = (f" The held-out loss is compared at the base config's sub-talker weight "
+             f"({base.objective.sub_talker_weight:g}), whatever weight a trial trains with."
+             if objective == "heldout_loss" else "")
+    counted = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
     lines = [f"# Study {study_dir.resolve()}", "",
              f"Written {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}. Objective: "
              f"**{objective}** ({QUALITY_METRICS[objective]} is better), TPE seed {search.get('seed')}, "
-             f"pruner {search.get('pruner')}; "
-             f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + ".", "",
+             f"pruner {search.get('pruner')}; {len(trials)} trials: {counted}.{scale}", "",
              "## Best trial", ""]
     if best is None:
         lines.append("No complete trial yet.")

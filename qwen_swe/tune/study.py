@@ -263,19 +263,30 @@ def trial_dir(study_dir: Path, number: int) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ one trial
+def comparable_loss(results: dict[str, Any], weight: float, reference_weight: float) -> float:
+    """The held-out loss at the study's sub-talker weight: a trial that searches objective.sub_talker_weight trains
+    (and reports) codebook-0 loss + its own weight x sub-talker loss, and a smaller weight would win on that alone."""
+    if weight == reference_weight:
+        return results["loss"]
+    return results["codebook0_loss"] + reference_weight * results["sub_talker_loss"]
+
+
 class TrialReporter(TrainerHook):
     """Reports the objective to the pruner at every held-out eval (or quality round) and stops a pruned trial.
     Rank 0 holds the Optuna trial and decides; the other ranks (trial None) receive its decision."""
 
     name = "tuning trial"
 
-    def __init__(self, trial: Any, objective: str, quality: Optional[Any] = None):
+    def __init__(self, trial: Any, objective: str, quality: Optional[Any] = None,
+                 reference_weight: Optional[float] = None):
         self.trial, self.objective, self.quality = trial, objective, quality
+        self.reference_weight = reference_weight  # the study's sub-talker weight (heldout_loss is scored at it)
         self.pruned_at: Optional[int] = None
 
     def current_value(self, trainer: Any, results: dict[str, Any]) -> Optional[float]:
         if self.objective == "heldout_loss":
-            value = results.get("loss")
+            weight = trainer.config.objective.sub_talker_weight
+            value = comparable_loss(results, weight, weight if self.reference_weight is None else self.reference_weight)
         else:
             rounds = self.quality.rounds if self.quality is not None else []
             value = rounds[-1]["metrics"].get(self.objective) if rounds and rounds[-1]["step"] == trainer.step \
@@ -317,9 +328,10 @@ def _keep_process_group(accelerator: Any) -> None:
     accelerator.end_training = end_training
 
 
-def run_trial(config: RunConfig, objective: str, trial: Any = None,
-              extra_hooks: Iterable[TrainerHook] = ()) -> TrialResult:
-    """One trial's run through the Trainer (every rank calls this; rank 0 passes the Optuna trial)."""
+def run_trial(config: RunConfig, objective: str, trial: Any = None, extra_hooks: Iterable[TrainerHook] = (),
+              reference_weight: Optional[float] = None) -> TrialResult:
+    """One trial's run through the Trainer (every rank calls this; rank 0 passes the Optuna trial).
+    `reference_weight`: the study's sub-talker weight, at which the held-out loss is compared."""
     from ..quality.training_audio import training_hooks
     from ..train.trainer import Trainer
 
@@ -327,13 +339,13 @@ def run_trial(config: RunConfig, objective: str, trial: Any = None,
     started = time.time()
     hooks = training_hooks(config)
     quality = next((hook for hook in hooks if hook.name == "quality"), None)
-    reporter = TrialReporter(trial, objective, quality)
+    reporter = TrialReporter(trial, objective, quality, reference_weight)
     trainer = Trainer(config, hooks=[*hooks, reporter, *extra_hooks])
     _keep_process_group(trainer.accelerator)
     try:
         exit_code = trainer.run()
         if objective == "heldout_loss":
-            value = trainer.last_eval["loss"] if trainer.last_eval else None
+            value = reporter.current_value(trainer, trainer.last_eval) if trainer.last_eval else None
         else:
             last = quality.last_metrics() if quality is not None else None
             value = last.get(objective) if last else None
@@ -460,7 +472,7 @@ def _lead(study: Any, settings: StudySettings, base: RunConfig, space: SearchSpa
         say(f"trial {trial.number}: " + ", ".join(f"{k}={_short(v)}" for k, v in values.items()))
         broadcast_from_rank0(("trial", trial.number, values))
         try:
-            result = run_trial(config, settings.objective, trial, extra_hooks)
+            result = run_trial(config, settings.objective, trial, extra_hooks, base.objective.sub_talker_weight)
         except _out_of_memory_errors() as error:
             raise TrialFailed(f"trial {trial.number}: out of memory ({error}); the study goes on") from error
         trial.set_user_attr("steps", result.steps)
@@ -524,7 +536,7 @@ def _follow(settings: StudySettings, base: RunConfig, space: SearchSpace,
             return message[1], message[2]
         _, number, values = message
         config = space.trial_config(base, values, trial_dir(settings.study_dir, number))
-        run_trial(config, settings.objective, None, extra_hooks)
+        run_trial(config, settings.objective, None, extra_hooks, base.objective.sub_talker_weight)
 
 
 def _out_of_memory_errors() -> tuple[type[BaseException], ...]:

@@ -138,3 +138,11 @@ def test_a_trial_whose_process_died_is_retried_once_its_heartbeat_is_stale(tiny_
     died, retry = study.trials
     assert (died.state.name, retry.state.name) == ("FAIL", "WAITING")
     assert retry.params == {"optim.lr": lr} and retry.system_attrs["failed_trial"] == died.number
+
+
+def test_trials_that_search_the_sub_talker_weight_are_compared_at_the_studys_weight():
+    from qwen_swe.tune.study import comparable_loss
+
+    results = {"loss": 3.4, "codebook0_loss": 3.0, "sub_talker_loss": 4.0}  # trained at weight 0.1
+    assert comparable_loss(results, weight=0.1, reference_weight=0.1) == 3.4
+    assert comparable_loss(results, weight=0.1, reference_weight=0.3) == pytest.approx(3.0 + 0.3 * 4.0)
