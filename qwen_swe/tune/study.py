@@ -7,7 +7,8 @@ The study folder:
     trials/trial-0007/       trial 7's run folder (config.yaml, metrics.jsonl, status.json, report.json, checkpoints/)
     best.yaml, report.md, plots/*.png    written after the trials (report.py)
 
-Sampling is TPE, seeded (`--seed`): an uninterrupted single-process study draws the same trials every time. The
+Sampling is TPE, seeded (`--seed`): an uninterrupted single-process study draws the same trials every time; a
+process that resumes or joins the study seeds with the seed plus the trials already there, so it draws anew. The
 pruner (median by default) reads the objective at every held-out eval of a trial (the held-out loss, or a quality
 metric at every quality round) and stops a trial that does worse than the trials before it at the same step; the
 trial's run then ends as finished with the reason ("pruned by the tuner at step 4 ...").
@@ -126,9 +127,11 @@ def storage_for(study_dir: Path, heartbeat_seconds: int = 60) -> Any:
                           heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=3))
 
 
-def _sampler_and_pruner(settings: StudySettings) -> tuple[Any, Any]:
+def _sampler_and_pruner(settings: StudySettings, trials_so_far: int = 0) -> tuple[Any, Any]:
+    """TPE seeded with the study's seed plus the trials it already holds: a process that resumes or joins a study
+    draws anew instead of repeating the first process's draws."""
     optuna = _optuna()
-    sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.random_trials)
+    sampler = optuna.samplers.TPESampler(seed=settings.seed + trials_so_far, n_startup_trials=settings.random_trials)
     if settings.pruner == "median":
         pruner = optuna.pruners.MedianPruner(n_startup_trials=settings.pruner_startup_trials,
                                              n_warmup_steps=settings.pruner_warmup_steps)
@@ -169,9 +172,9 @@ def open_study(settings: StudySettings, base: Optional[RunConfig], space: Option
                           "process) with --resume, or choose another --study-dir")
     if exists:
         storage = storage_for(folder, settings.heartbeat_seconds)
-        stored = optuna.load_study(study_name=STUDY_NAME, storage=storage).user_attrs
-        search = _resolve_search_settings(settings, stored.get("search") or {})
-        sampler, pruner = _sampler_and_pruner(settings)
+        loaded = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+        search = _resolve_search_settings(settings, loaded.user_attrs.get("search") or {})
+        sampler, pruner = _sampler_and_pruner(settings, len(loaded.get_trials(deepcopy=False)))
         study = optuna.load_study(study_name=STUDY_NAME, storage=storage, sampler=sampler, pruner=pruner)
         study.set_user_attr("search", search)
         base, space = _check_unchanged(study, folder, base, space, settings)
