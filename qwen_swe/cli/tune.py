@@ -38,12 +38,14 @@ from ..train.config.schema import QUALITY_METRICS
               help="YAML list of parameter mappings to try first (e.g. the settings you use today).")
 @click.option("--heartbeat", type=int, default=60, show_default=True,
               help="Seconds between a running trial's heartbeats; a trial silent for 3x this is retried.")
+@click.option("--keep-checkpoints", is_flag=True, help="Keep each trial's checkpoints (deleted when the trial "
+              "ends by default: best.yaml trains the winner again).")
 @click.option("--report-only", is_flag=True, help="Only rewrite best.yaml, report.md and plots/ from the study.")
 @click.argument("overrides", nargs=-1)
 def tune(config_path: str | None, preset: str | None, space_path: str | None, trials: int, study_dir: str,
          resume: bool, objective: str | None, seed: int | None, pruner: str | None,
          pruner_startup_trials: int | None, pruner_warmup_steps: int | None, random_trials: int | None,
-         enqueue_path: str | None, heartbeat: int,
+         enqueue_path: str | None, heartbeat: int, keep_checkpoints: bool,
          report_only: bool, overrides: tuple[str, ...]) -> None:
     """Search hyper-parameters: each trial is a short real training run (same trainer) in STUDY/trials/trial-N.
 
@@ -73,7 +75,8 @@ def tune(config_path: str | None, preset: str | None, space_path: str | None, tr
     die_with_launcher()
     settings = StudySettings(study_dir=Path(study_dir), trials=trials, objective=objective, seed=seed, pruner=pruner,
                              pruner_startup_trials=pruner_startup_trials, pruner_warmup_steps=pruner_warmup_steps,
-                             random_trials=random_trials, heartbeat_seconds=heartbeat)
+                             random_trials=random_trials, heartbeat_seconds=heartbeat,
+                             keep_checkpoints=keep_checkpoints)
     try:
         given = config_path is not None or preset is not None or bool(overrides)
         base = load_config(config_path, preset, list(overrides)) if given else None

@@ -4,7 +4,8 @@ The study folder:
 
     study.db                 Optuna's SQLite storage: trials, parameters, intermediate values, states
     base.yaml, space.yaml    the run config every trial starts from and the search space (a resume refuses others)
-    trials/trial-0007/       trial 7's run folder (config.yaml, metrics.jsonl, status.json, report.json, checkpoints/)
+    trials/trial-0007/       trial 7's run folder (config.yaml, metrics.jsonl, status.json, report.json; its
+                             checkpoints are deleted when it ends unless --keep-checkpoints)
     best.yaml, report.md, plots/*.png    written after the trials (report.py)
 
 Sampling is TPE, seeded (`--seed`): an uninterrupted single-process study draws the same trials every time; a
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import gc
 import math
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -62,6 +64,9 @@ class StudySettings:
     pruner_warmup_steps: Optional[int] = None  # steps of a trial before the pruner judges it (default 0)
     random_trials: Optional[int] = None  # TPE samples at random for this many trials first (default 10)
     heartbeat_seconds: int = 60
+    # A trial's checkpoints are deleted when it ends (a 1.7B trial's weights and optimizer state are tens of GB, and
+    # best.yaml trains the winner again); true keeps them.
+    keep_checkpoints: bool = False
     enqueue: list[dict[str, Any]] = field(default_factory=list)  # trials to run first (parameter values)
 
 
@@ -478,6 +483,8 @@ def _lead(study: Any, settings: StudySettings, base: RunConfig, space: SearchSpa
             result = run_trial(config, settings.objective, trial, extra_hooks, base.objective.sub_talker_weight)
         except _out_of_memory_errors() as error:
             raise TrialFailed(f"trial {trial.number}: out of memory ({error}); the study goes on") from error
+        if not settings.keep_checkpoints:
+            shutil.rmtree(folder / "checkpoints", ignore_errors=True)
         trial.set_user_attr("steps", result.steps)
         trial.set_user_attr("seconds", round(result.seconds, 1))
         if result.stop_reason:

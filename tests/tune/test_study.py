@@ -72,7 +72,9 @@ def test_a_study_prunes_the_bad_trial_resumes_after_sigterm_and_hands_over_best_
     states = [(t.number, t.state.name) for t in study.trials]
     assert states == [(0, "COMPLETE"), (1, "FAIL"), (2, "WAITING"), (3, "WAITING")]
     first_value = study.trials[0].value
-    assert (study_dir / "trials" / "trial-0001" / "checkpoints" / "step-00000001").is_dir()  # it stopped cleanly
+    interrupted = yaml.safe_load((study_dir / "trials" / "trial-0001" / "status.json").read_text())
+    assert interrupted["health"] == "interrupted" and interrupted["step"] == 1  # it stopped the way any run stops
+    assert not (study_dir / "trials" / "trial-0000" / "checkpoints").exists()  # trials leave no checkpoints behind
 
     # --resume through the CLI: the study keeps its own run config and space
     fresh_accelerate_state_reset()
