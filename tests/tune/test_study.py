@@ -1,7 +1,7 @@
 """`qwen-swe tune` on the tiny model: a 3-trial study in which the bad trial is pruned, interrupted by SIGTERM in a
 trial and completed with --resume (finished trials kept, the interrupted one run again), best.yaml trained as is,
 report.md and plots that show the study's numbers; a trial whose process died is retried once its heartbeat is
-stale."""
+stale; trials that search the sub-talker weight compared at one weight; a quality metric as the objective."""
 
 from __future__ import annotations
 
@@ -148,3 +148,26 @@ def test_trials_that_search_the_sub_talker_weight_are_compared_at_the_studys_wei
     results = {"loss": 3.4, "codebook0_loss": 3.0, "sub_talker_loss": 4.0}  # trained at weight 0.1
     assert comparable_loss(results, weight=0.1, reference_weight=0.1) == 3.4
     assert comparable_loss(results, weight=0.1, reference_weight=0.3) == pytest.approx(3.0 + 0.3 * 4.0)
+
+
+def test_a_quality_metric_as_the_objective_is_read_at_every_quality_round(tiny_06b, shards, tmp_path):
+    import json
+
+    import optuna
+
+    from qwen_swe.tune.space import parse_space
+    from qwen_swe.tune.study import STUDY_NAME, StudySettings, storage_for, tune
+
+    base = short_run(tiny_06b, shards, tmp_path / "unused", "run.quality.every_evals=1", "run.quality.speakers=1",
+                     "run.quality.max_sentences=1", "run.quality.max_new_tokens=4")
+    settings = StudySettings(study_dir=tmp_path / "study", trials=1, objective="speaker_similarity")
+    fresh_accelerate_state_reset()
+    outcome = tune(settings, base, parse_space({"optim.lr": {"choices": [3e-3]}}), say=lambda _m: None)
+    fresh_accelerate_state_reset()
+    assert outcome.finished == 1
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage_for(tmp_path / "study"))
+    (trial,) = study.trials
+    rounds = json.loads((tmp_path / "study" / "trials" / "trial-0000" / "report.json").read_text())["quality"]["rounds"]
+    assert study.direction.name == "MAXIMIZE"
+    assert trial.intermediate_values == {r["step"]: r["metrics"]["speaker_similarity"] for r in rounds}
+    assert sorted(trial.intermediate_values) == [2, 4] and trial.value == rounds[-1]["metrics"]["speaker_similarity"]
