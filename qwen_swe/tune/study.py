@@ -181,8 +181,8 @@ def open_study(settings: StudySettings, base: Optional[RunConfig], space: Option
         search = _resolve_search_settings(settings, loaded.user_attrs.get("search") or {})
         sampler, pruner = _sampler_and_pruner(settings, len(loaded.get_trials(deepcopy=False)))
         study = optuna.load_study(study_name=STUDY_NAME, storage=storage, sampler=sampler, pruner=pruner)
-        study.set_user_attr("search", search)
         base, space = _check_unchanged(study, folder, base, space, settings)
+        study.set_user_attr("search", search)
         if settings.trials:
             study.set_user_attr("trials", settings.trials)
         settings.trials = settings.trials or int(study.user_attrs.get("trials", 0))
@@ -200,6 +200,11 @@ def open_study(settings: StudySettings, base: Optional[RunConfig], space: Option
     sampler, pruner = _sampler_and_pruner(settings)
     check_objective(settings.objective, base)
     space.check(base)
+    for values in settings.enqueue:
+        unknown = set(values) - {p.name for p in space.params}
+        if unknown:
+            raise ConfigError(f"--enqueue: {', '.join(sorted(unknown))} not in the search space "
+                              f"({', '.join(p.name for p in space.params)})")
     folder.mkdir(parents=True, exist_ok=True)
     storage = storage_for(folder, settings.heartbeat_seconds)
     write_text_atomic(folder / BASE_CONFIG, base.to_yaml())
@@ -213,9 +218,6 @@ def open_study(settings: StudySettings, base: Optional[RunConfig], space: Option
     study.set_user_attr("trials", settings.trials)
     study.set_user_attr("search", search)
     for values in settings.enqueue:
-        unknown = set(values) - {p.name for p in space.params}
-        if unknown:
-            raise ConfigError(f"--enqueue: {', '.join(sorted(unknown))} not in the search space")
         study.enqueue_trial(values)
     say(f"study {folder}: {settings.trials} trials, objective {settings.objective} ({direction}), "
         f"{len(space.params)} parameter(s), TPE seed {settings.seed}, pruner {settings.pruner}")
@@ -224,14 +226,14 @@ def open_study(settings: StudySettings, base: Optional[RunConfig], space: Option
 
 def _check_unchanged(study: Any, folder: Path, base: Optional[RunConfig], space: Optional[SearchSpace],
                      settings: StudySettings) -> tuple[RunConfig, SearchSpace]:
-    from ..train.provenance import _flatten, fingerprint_changes
+    from ..train.provenance import fingerprint_changes
 
     stored_base = load_config(folder / BASE_CONFIG)
     stored_space = load_space(folder / SPACE_FILE)
     problems = []
     if base is not None:
         problems += [f"run config {line}" for line in
-                     fingerprint_changes(_flatten(stored_base.to_dict()), _flatten(base.to_dict()))]
+                     fingerprint_changes(_flat(stored_base.to_dict()), _flat(base.to_dict()))]
     if space is not None and space.source != stored_space.source:
         problems.append(f"search space: {stored_space.source} -> {space.source}")
     stored_objective = study.user_attrs.get("objective")
@@ -242,6 +244,17 @@ def _check_unchanged(study: Any, folder: Path, base: Optional[RunConfig], space:
                           + "\nresume without --config/--space/--objective (the study keeps its own), or start a "
                             "new study in another --study-dir")
     return stored_base, stored_space
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted names ({"optim.lr": ..., "data.layouts.icl": ...}), to list what differs."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _say_running(study: Any, settings: StudySettings, say: Callable[[str], None]) -> None:
