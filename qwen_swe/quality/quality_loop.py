@@ -66,6 +66,18 @@ class QualityLoop(TrainerHook):
     judges_best = True
 
     def __init__(self, section: Any):
+        """Checks what a round will need (the sentences, the ASR and speaker-model folders) now, so that a wrong
+        path is a message naming the field before training starts rather than a warning every round."""
+        from .sentences import load_sentences
+
+        try:
+            load_sentences(section.sentences)
+        except ValueError as error:
+            raise ValueError(f"run.quality.sentences: {error}") from error
+        for field_name, folder in (("asr", section.asr), ("speaker_model", section.speaker_model)):
+            if folder and not Path(folder).is_dir():
+                raise ValueError(f"run.quality.{field_name}: {folder} is not a directory; give a model folder, or "
+                                 "leave it empty")
         self.section = section
         self.metric = section.ranking_metric()
         self.rounds: list[dict[str, Any]] = []  # {"step", "metrics", "better"}

@@ -200,6 +200,12 @@ def open_study(settings: StudySettings, base: Optional[RunConfig], space: Option
     sampler, pruner = _sampler_and_pruner(settings)
     check_objective(settings.objective, base)
     space.check(base)
+    from ..quality.training_audio import training_hooks
+
+    try:
+        training_hooks(base)  # the quality loop checks its sentences and model folders
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
     for values in settings.enqueue:
         unknown = set(values) - {p.name for p in space.params}
         if unknown:
