@@ -8,13 +8,18 @@ export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/qwen-swe/torch_extensions
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test clean-env
+.PHONY: setup demo tune-demo test clean-env
 
 setup:
 	@bash tools/setup_env.sh
 
 demo: setup
 	@bash tools/demo.sh
+
+# The two-phase workflow on the demo corpus: a small hyper-parameter study, then the best config trained in rounds
+# with the quality loop (about two minutes on CPU).
+tune-demo: setup
+	@bash tools/tune_demo.sh
 
 # Two pytest workers, one test file each at a time: most tests wait on launched training processes, so two files
 # in flight keep both cores busy (see tests/conftest.py for the order). One math thread per process: two workers

@@ -122,6 +122,16 @@ def output_dir_under_a_file(w: World) -> list[str]:
     return w.train(f"run.output_dir={w.scratch / 'a-file' / 'run'}")
 
 
+def tune_with_space(text: str) -> Callable[[World], list[str]]:
+    def make(w: World) -> list[str]:
+        space = w.scratch / "space.yaml"
+        space.write_text(text, encoding="utf-8")
+        return ["tune", "--space", str(space), "--trials", "2", "--study-dir", str(w.scratch / "study"),
+                *w.train()[1:], "run.eval_every=1"]
+
+    return make
+
+
 REFUSED: list[tuple[str, Callable[[World], list[str]], str]] = [
     ("missing model folder", lambda w: w.train(f"model.path={w.scratch / 'nowhere'}"), "model.path"),
     ("unknown config field", lambda w: w.train("optim.learning_rate=1e-4"), "optim.learning_rate"),
@@ -139,6 +149,19 @@ REFUSED: list[tuple[str, Callable[[World], list[str]], str]] = [
     ("shard build with a model lacking its codec", model_without_codec, "missing speech_tokenizer/config.json"),
     ("shard build from an empty manifest", empty_manifest, "no utterance of manifest"),
     ("shard build in a language the model lacks", unknown_build_language, "qwen-swe add-language"),
+    ("quality threshold on an unknown metric", lambda w: w.train("run.quality.every_evals=1",
+                                                                 "run.quality.thresholds.werr=0.1"),
+     "run.quality.thresholds.werr: unknown metric 'werr' (did you mean 'wer'?)"),
+    ("quality gate on WER without an ASR folder", lambda w: w.train("run.quality.every_evals=1",
+                                                                    "run.quality.thresholds.wer=0.15"),
+     "run.quality.thresholds.wer: wer needs run.quality.asr"),
+    ("quality loop with an ASR folder that is not there",
+     lambda w: w.train("run.eval_every=1", "run.quality.every_evals=1", f"run.quality.asr={w.scratch / 'nowhere'}"),
+     "run.quality.asr: "),
+    ("search space naming an unknown field", tune_with_space("optim.lrr: {low: 1.0e-5, high: 1.0e-3}\n"),
+     "optim.lrr: not a run-config field (did you mean 'optim.lr'?)"),
+    ("search space reaching an invalid run config", tune_with_space("schedule.warmup_steps: {low: 0, high: 5}\n"),
+     "schedule.warmup_steps=5: schedule.warmup_steps: must be < schedule.total_steps (2)"),
 ]
 
 

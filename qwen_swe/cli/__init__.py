@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from . import export, model, plan, quality, shards, training
+from . import export, model, plan, quality, shards, training, tune
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -25,10 +25,11 @@ def main() -> None:
       qwen-swe parity --model runs/tiny     prove the training graph equals what inference runs
       qwen-swe shards build data/shards --model runs/tiny --manifest corpus.jsonl
       qwen-swe launch -m qwen_swe train --preset smoke model.path=runs/tiny data.shards=data/shards ...
+      qwen-swe tune --config short.yaml --space space.yaml --trials 20 --study-dir studies/lr
     """
 
 
-for _module in (model, training, shards, quality, export, plan):
+for _module in (model, training, shards, quality, export, plan, tune):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

@@ -28,6 +28,8 @@ def train(config_path: str | None, preset: str | None, resume: str | None, allow
     Stop:               SIGTERM or Ctrl-C (to `qwen-swe train`, `qwen-swe launch` or the ranks): checkpoint, exit 0
     Resume:             the same command plus --resume auto
     Watch:              qwen-swe status RUN_DIR   and   tensorboard --logdir RUN_DIR/tb
+    Train until good:   run.quality.every_evals=5 run.quality.thresholds.speaker_similarity=0.75 run.quality.patience=4
+                        (every 5th eval: synthesise, score, keep the best round as `best`, stop when good or stuck)
     Exit codes: 0 finished or stopped cleanly by SIGTERM/SIGINT (resumable), 3 stopped on non-finite numbers,
     4 stopped on more bad samples than data.max_bad_samples allows (listed in RUN_DIR/bad_samples/).
     """

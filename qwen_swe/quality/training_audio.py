@@ -110,8 +110,13 @@ class TensorBoardSynthesis(TrainerHook):
 
 
 def training_hooks(config: Any) -> list[TrainerHook]:
-    """The hooks a run config asks for (`qwen-swe train` passes them to the Trainer)."""
+    """The hooks a run config asks for: in-training synthesis (`run.synth_every_evals`) and the quality loop
+    (`run.quality.every_evals`, quality_loop.py). `qwen-swe train` and `qwen-swe tune` pass them to the Trainer."""
     hooks: list[TrainerHook] = []
     if config.run.synth_every_evals:
         hooks.append(TensorBoardSynthesis(config.run.synth_every_evals, config.run.synth_sentences))
+    if config.run.quality.every_evals:
+        from .quality_loop import QualityLoop
+
+        hooks.append(QualityLoop(config.run.quality))
     return hooks

@@ -7,7 +7,8 @@ Layout of a run directory:
         COMPLETE                      written last (the step and every file's size); a directory without it is
                                       ignored and cleaned up
     checkpoints/latest                text file naming the newest complete checkpoint (replaced atomically)
-    checkpoints/best.json             the best checkpoint by eval loss (kept by retention)
+    checkpoints/best.json             the best checkpoint by eval loss, or by the quality loop's metric (kept by
+                                      retention)
 
 Saving: every rank writes into `checkpoints/.tmp-step-N`, a barrier, then the main process marks it complete,
 renames it into place, updates `latest` and applies retention. A crash at any point leaves the previous checkpoint
@@ -187,8 +188,10 @@ def save_checkpoint(accelerator: Any, run_dir: str | Path, step: int, trainer_st
     return final
 
 
-def record_best(run_dir: str | Path, checkpoint: Path, eval_loss: float) -> None:
-    write_json_atomic(checkpoints_dir(run_dir) / "best.json", {"checkpoint": checkpoint.name, "eval_loss": eval_loss})
+def record_best(run_dir: str | Path, checkpoint: Path, eval_loss: Optional[float] = None, **why: Any) -> None:
+    """best.json: the best checkpoint and why (its held-out loss, or the quality metric that chose it)."""
+    record = {"checkpoint": checkpoint.name, **({"eval_loss": eval_loss} if eval_loss is not None else {}), **why}
+    write_json_atomic(checkpoints_dir(run_dir) / "best.json", record)
 
 
 def best_checkpoint(run_dir: str | Path) -> Optional[str]:

@@ -2,8 +2,10 @@
 
 The on-disk format (atomic save, `latest`, retention, `best.json`, reading weights back) is `checkpoint.py`'s; this
 component decides for a run: a checkpoint every `run.checkpoint_every` optimizer steps, at the last step and when
-a stop is requested; each holds the accelerate state, the trainer's progress (`Progress`) and every rank's reader
-position; the newest `run.keep_last` are kept plus the best by held-out loss.
+a stop is requested, and when a hook asks (`wants_checkpoint`); each holds the accelerate state, the trainer's
+progress (`Progress`), the hooks' states (under `hooks` in trainer_state.json) and every rank's reader position; the
+newest `run.keep_last` are kept plus the best: by held-out loss, or as the hook that judges it says (the quality
+loop's best round).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Callable, Optional
 from ..data.stream import StreamPosition
 from . import checkpoint as ckpt
 from .config import RunSection
+from .hooks import Hooks
 
 
 @dataclass
@@ -34,10 +37,12 @@ class Progress:
 
 
 class Checkpointer:
-    def __init__(self, accelerator: Any, run_dir: Path, run: RunSection, max_steps: int):
+    def __init__(self, accelerator: Any, run_dir: Path, run: RunSection, max_steps: int,
+                 hooks: Optional[Hooks] = None):
         from accelerate.utils import DistributedType
 
         self.accelerator = accelerator
+        self.hooks = hooks if hooks is not None else Hooks()
         self.run_dir = run_dir
         self.every, self.keep_last, self.max_steps = run.checkpoint_every, run.keep_last, max_steps
         self.deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
@@ -50,24 +55,30 @@ class Checkpointer:
         return ckpt.resolve_resume(self.run_dir, resume, say)
 
     def due(self, step: int, stopping: bool) -> bool:
-        return step % self.every == 0 or step == self.max_steps or stopping
+        return step % self.every == 0 or step == self.max_steps or stopping or self.hooks.wants_checkpoint(step)
 
     def save(self, progress: Progress, position: StreamPosition, metrics_offset: int) -> Path:
-        """Save on every rank; a checkpoint saved right after a better held-out eval becomes `best`."""
+        """Save on every rank; a checkpoint saved right after a better held-out eval becomes `best` (or, when a hook
+        judges the best, one it names)."""
         last = progress.last_eval
-        better = last is not None and (progress.best_eval is None or last["loss"] <= progress.best_eval)
-        if better:
+        lower_loss = last is not None and (progress.best_eval is None or last["loss"] <= progress.best_eval)
+        if lower_loss:
             progress.best_eval = last["loss"]
+        judge = self.hooks.best_judge()
+        if judge is not None:
+            best = judge.best_record(progress.step)
+        else:
+            best = {"eval_loss": progress.best_eval} if lower_loss else None
         state = {"step": progress.step, "epoch": progress.epoch, "best_eval": progress.best_eval,
                  "last_eval": progress.last_eval, "non_finite_total": progress.non_finite_total,
                  "samples_read": progress.samples_read, "bad_samples": progress.bad_samples,
                  "data_skipped_steps": progress.data_skipped_steps, "source_frames": progress.source_frames,
-                 "metrics_offset": metrics_offset}
+                 "metrics_offset": metrics_offset, "hooks": self.hooks.state_dict()}
         rank = self.accelerator.process_index
         path = ckpt.save_checkpoint(self.accelerator, self.run_dir, progress.step, state,
                                     {position_file(rank): position.state_dict()}, keep_last=self.keep_last)
-        if better and self.accelerator.is_main_process:
-            ckpt.record_best(self.run_dir, path, progress.best_eval)
+        if best is not None and self.accelerator.is_main_process:
+            ckpt.record_best(self.run_dir, path, **best)
             ckpt.apply_retention(self.run_dir, self.keep_last)  # the previous best may go now
         return path
 
@@ -92,6 +103,7 @@ class Checkpointer:
         progress.samples_read, progress.bad_samples = state.get("samples_read", 0), state.get("bad_samples", 0)
         progress.data_skipped_steps = state.get("data_skipped_steps", 0)
         progress.source_frames = dict(state.get("source_frames") or {})
+        self.hooks.load_state_dict(state.get("hooks") or {})
         saved = path / position_file(self.accelerator.process_index)
         if not saved.exists():  # the saved run had fewer ranks: continue from rank 0's position
             saved = path / position_file(0)

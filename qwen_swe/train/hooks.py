@@ -6,15 +6,22 @@ the ones the run config asks for), so `qwen_swe.train` never imports what its ho
 
 A hook gets the trainer itself and may read: `config`, `accelerator`, `main` (true on the main process),
 `run_dir`, `step`, `wrapper` (the official `Qwen3TTSModel` around the very network being trained), `device_type`,
-`zero_stage`, `last_eval`, and call `say(...)` (prints on the main process) and `request_stop(reason)` (checkpoint
-and stop after this step). Every method is called on every rank; a hook that works on one process only must keep
-the ranks in step itself (`accelerator.wait_for_everyone()`). A hook must not change the training RNG streams or
-the weights.
+`zero_stage`, `last_eval`, and call `say(...)` (prints on the main process) and `request_stop(reason, finished)`
+(checkpoint and stop after this step; `finished=True` ends the run as finished with the reason, e.g. a quality gate
+met, instead of as interrupted). Every method is called on every rank; a hook that works on one process only must
+keep the ranks in step itself (`accelerator.wait_for_everyone()`, or broadcast what it decided). A hook must not
+change the training RNG streams or the weights.
+
+A hook with counters (rounds scored, patience) makes them part of the trainer state: `state_dict()` is saved in
+every checkpoint under the hook's name and handed back to `load_state_dict()` on resume. A hook may ask for a
+checkpoint at a step (`wants_checkpoint`), and one hook may choose which checkpoint is `best` instead of the
+held-out loss (`judges_best` and `best_record`: the quality loop keeps its best round). `report()` adds the hook's
+summary to report.json.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 
 class TrainerHook:
@@ -33,6 +40,28 @@ class TrainerHook:
 
     def on_train_end(self, trainer: Any, exit_code: int) -> None:
         """When the loop ends, for whatever reason (finished, interrupted, stopped on non-finite numbers)."""
+
+    judges_best = False  # true: this hook, not the held-out loss, decides which checkpoint is `best`
+
+    def state_dict(self) -> Optional[dict[str, Any]]:
+        """What a resumed run needs to continue this hook exactly (JSON-serialisable), or None for nothing."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what `state_dict()` returned when the checkpoint being resumed was saved."""
+
+    def wants_checkpoint(self, step: int) -> bool:
+        """True to have a checkpoint saved at `step` whatever `run.checkpoint_every` says."""
+        return False
+
+    def best_record(self, step: int) -> Optional[dict[str, Any]]:
+        """With `judges_best`: what best.json records when the checkpoint saved at `step` is the new best, else
+        None."""
+        return None
+
+    def report(self) -> Optional[dict[str, Any]]:
+        """This hook's summary for report.json (under its name), or None."""
+        return None
 
 
 class Hooks:
@@ -59,6 +88,27 @@ class Hooks:
     def on_train_end(self, trainer: Any, exit_code: int) -> None:
         for hook in self.hooks:
             hook.on_train_end(trainer, exit_code)
+
+    def state_dict(self) -> dict[str, Any]:
+        """{hook name: its state} for the hooks that keep one (saved in trainer_state.json)."""
+        states = {hook.name: hook.state_dict() for hook in self.hooks}
+        return {name: state for name, state in states.items() if state is not None}
+
+    def load_state_dict(self, states: dict[str, Any]) -> None:
+        for hook in self.hooks:
+            if hook.name in states:
+                hook.load_state_dict(states[hook.name])
+
+    def wants_checkpoint(self, step: int) -> bool:
+        return any(hook.wants_checkpoint(step) for hook in self.hooks)
+
+    def best_judge(self) -> Optional[TrainerHook]:
+        """The hook that decides which checkpoint is `best`, if one does (else the held-out loss decides)."""
+        return next((hook for hook in self.hooks if hook.judges_best), None)
+
+    def report(self) -> dict[str, Any]:
+        reports = {hook.name: hook.report() for hook in self.hooks}
+        return {name: report for name, report in reports.items() if report is not None}
 
 
 SLOW_STEP_ENV = "QWEN_SWE_DRILL_SLOW_STEP"  # seconds every step lasts at least: a stop drill's long step

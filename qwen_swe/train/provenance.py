@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from ..envinfo import package_versions
 from ..fingerprints import model_fingerprint
-from .config import RunConfig
+from .config import QualitySection, RunConfig
 
 MANIFEST = "run_manifest.json"
 RECORDED_PACKAGES = ("qwen-swe", "torch", "transformers", "accelerate", "deepspeed", "peft", "bitsandbytes",
@@ -104,6 +104,8 @@ NOT_MATH = frozenset({
     "run.output_dir", "run.max_steps", "run.eval_every", "run.eval_batches", "run.checkpoint_every",
     "run.keep_last", "run.log_every", "run.activation_stats_every", "run.non_finite_patience", "run.tensorboard",
     "run.synth_every_evals", "run.synth_sentences",
+    # the quality loop listens to the model and may stop the run; it never changes what a step computes
+    *(f"run.quality.{name}" for name in QualitySection.__dataclass_fields__),
 })
 
 

@@ -115,7 +115,7 @@ class Trainer:
             raise ConfigError("run.max_steps: 0 steps to train; set it, or build the config with load_config, which "
                               "takes schedule.total_steps for 0")
         self.progress = Progress()
-        self.checkpointer = Checkpointer(self.accelerator, self.run_dir, config.run, self.max_steps)
+        self.checkpointer = Checkpointer(self.accelerator, self.run_dir, config.run, self.max_steps, hooks=self.hooks)
         self.resume_from = self.checkpointer.resume_point(resume, self.say)
         self._check_fresh_start(resume)
         # one shard folder, or several sources mixed by weight (data/mixture.py)
@@ -217,6 +217,7 @@ class Trainer:
         # ZeRO) averages over ranks.
         self.loss_multiplier = float(config.optim.accumulation * accelerator.num_processes)
         self.stop_requested: Optional[str] = None
+        self.stop_finishes = False  # the requested stop ends the run as finished (see request_stop)
 
     # ------------------------------------------------------------------------------------------ data
     def _warn_over_budget(self) -> None:
@@ -354,13 +355,14 @@ class Trainer:
             if self.checkpointer.due(self.step, stopping):
                 path = self.save()
                 if stopping:
-                    self._interrupted(path)
+                    if not self.stop_finishes:
+                        self._interrupted(path)
                     break
             self.metrics.status.update(self.step, health="training", epoch=self.progress.epoch,
                                        last_eval=self.last_eval, non_finite_total=self.guard.total,
                                        bad_samples=self.progress.bad_samples, **self._source_status(record))
         self.metrics.close()
-        if exit_code == EXIT_OK and self.step >= self.max_steps:
+        if exit_code == EXIT_OK and (self.step >= self.max_steps or self.stop_finishes):
             self._finish()
         self.hooks.on_train_end(self, exit_code)
         self.accelerator.end_training()
@@ -382,9 +384,11 @@ class Trainer:
                                    "weight": record.get(f"source/{name}/weight"),
                                    "loss": record.get(f"source/{name}/loss")} for name in self.mixture.names}}
 
-    def request_stop(self, reason: str) -> None:
-        """Checkpoint after the current step and stop (signals and hooks call this; any rank may)."""
-        self.stop_requested = reason
+    def request_stop(self, reason: str, finished: bool = False) -> None:
+        """Checkpoint after the current step and stop (signals and hooks call this; any rank may). `finished`: the
+        run is done (a quality gate met, a tuning trial pruned): it ends as finished, `reason` in status.json,
+        report.json and the log, rather than as interrupted and waiting for --resume."""
+        self.stop_requested, self.stop_finishes = reason, finished
 
     # ------------------------------------------------------------------------------------------ around the loop
     def _start(self) -> None:
@@ -513,16 +517,19 @@ class Trainer:
     def _finish(self) -> None:
         if self.evaluator.enabled and (self.last_eval is None or self.last_eval["step"] != self.step):
             self.progress.last_eval = self.evaluator.evaluate(self.objective, self.step)
-        report = {"steps": self.step, "epoch": self.progress.epoch, "last_eval": self.last_eval,
-                  "best_eval": self.progress.best_eval, "non_finite_total": self.guard.total,
+        reason = self.stop_requested if self.stop_finishes else "run.max_steps reached"
+        report = {"steps": self.step, "stop_reason": reason, "epoch": self.progress.epoch,
+                  "last_eval": self.last_eval, "best_eval": self.progress.best_eval,
+                  "non_finite_total": self.guard.total,
                   "samples_read": self.progress.samples_read, "bad_samples": self.progress.bad_samples,
                   "data_skipped_steps": self.progress.data_skipped_steps,
-                  "last_checkpoint": str(self.checkpointer.latest()), "manifest": self.manifest}
+                  "last_checkpoint": str(self.checkpointer.latest()), **self.hooks.report(),
+                  "manifest": self.manifest}
         if self.main:
             write_json_atomic(self.run_dir / REPORT, report)
         self.metrics.status.update(self.step, health="finished", last_eval=self.last_eval,
-                                   non_finite_total=self.guard.total)
-        self.say(f"finished {self.step} steps; report {self.run_dir / REPORT}")
+                                   non_finite_total=self.guard.total, message=reason)
+        self.say(f"finished {self.step} steps ({reason}); report {self.run_dir / REPORT}")
 
 
 def check_shard_files(index: ShardIndex) -> None:

@@ -5,12 +5,14 @@ from .loader import apply_override, coerce, load_config
 from .schema import (
     DEFAULT_LORA_TARGETS,
     PRESETS,
+    QUALITY_METRICS,
     ConfigError,
     DataSection,
     LoraSection,
     ModelSection,
     ObjectiveSection,
     OptimSection,
+    QualitySection,
     RunConfig,
     RunSection,
     ScheduleSection,
@@ -18,6 +20,6 @@ from .schema import (
 )
 from .validation import validate
 
-__all__ = ["DEFAULT_LORA_TARGETS", "PRESETS", "ConfigError", "DataSection", "LoraSection", "ModelSection",
-           "ObjectiveSection", "OptimSection", "RunConfig", "RunSection", "ScheduleSection", "TrainSection",
-           "apply_override", "coerce", "load_config", "validate"]
+__all__ = ["DEFAULT_LORA_TARGETS", "PRESETS", "QUALITY_METRICS", "ConfigError", "DataSection", "LoraSection",
+           "ModelSection", "ObjectiveSection", "OptimSection", "QualitySection", "RunConfig", "RunSection",
+           "ScheduleSection", "TrainSection", "apply_override", "coerce", "load_config", "validate"]

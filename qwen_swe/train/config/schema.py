@@ -21,6 +21,12 @@ ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 TRAIN_MODES = ("full", "lora")
 OPTIMIZERS = ("adamw", "adamw_8bit", "deepspeed")
 SCHEDULES = ("cosine", "linear", "constant")
+# The metrics a quality gate, its patience or the tuner's objective can name, and which way is better: the headline
+# metrics of `qwen-swe eval` (quality/evaluation.py; a test keeps the two in step) plus the trainer's held-out loss.
+# duration_ratio is not here: 1.0 is best from both sides; duration_error (|log ratio|) is its gate-able form.
+QUALITY_METRICS = {"heldout_loss": "lower", "wer": "lower", "cer": "lower", "speaker_similarity": "higher",
+                   "duration_error": "lower", "silence_rate": "lower", "eos_runaway_rate": "lower"}
+QUALITY_VOICE_MODES = ("xvector", "icl")  # a Base model in training clones held-out voices
 # train.precision takes qwen_swe.train.precision.PRECISIONS; data.on_bad_sample takes data.stream.BAD_SAMPLE_POLICIES;
 # data.layouts keys are model_shapes.LAYOUTS.
 
@@ -143,6 +149,35 @@ class ScheduleSection:
 
 
 @dataclass
+class QualitySection:
+    """The quality loop (`run.quality`): every `every_evals` held-out evals the main process synthesises the
+    evaluation sentences in held-out voices with the current weights, scores them like `qwen-swe eval`, keeps the
+    best round's checkpoint as `best` and stops the run when the thresholds are met or the metric stopped improving.
+    """
+
+    every_evals: int = 0  # 0: no quality loop
+    sentences: str = "v1"  # a built-in set name or a text file, one sentence per line
+    max_sentences: int = 0  # 0: every sentence of the set
+    speakers: int = 2  # held-out speakers whose voices are cloned (0: all)
+    mode: str = "xvector"
+    asr: str = ""  # an ASR model folder (e.g. KBLab kb-whisper): WER and CER; empty: none
+    speaker_model: str = ""  # a speaker-verification folder for speaker similarity; empty: the model's own encoder
+    max_new_tokens: int = 600  # frames: the max-length guard of every synthesis (48 s)
+    batch_size: int = 4
+    seed: int = 0  # sampling seed: every round draws the same way, so rounds differ by the weights alone
+    # Stop when every threshold holds, e.g. {wer: 0.15, speaker_similarity: 0.75}: lower-is-better metrics must be
+    # <= their threshold, higher-is-better ones >= (QUALITY_METRICS says which). Empty: no threshold stop.
+    thresholds: dict[str, float] = field(default_factory=dict)
+    metric: str = ""  # the metric rounds are ranked by (best, patience); empty: wer with an ASR folder, else
+    #                   speaker_similarity
+    patience: int = 0  # stop after this many rounds without a better metric; 0: never
+    min_delta: float = 0.0  # how much better than the best a round must be to count as better
+
+    def ranking_metric(self) -> str:
+        return self.metric or ("wer" if self.asr else "speaker_similarity")
+
+
+@dataclass
 class RunSection:
     output_dir: str = ""  # required
     seed: int = 0
@@ -159,6 +194,7 @@ class RunSection:
     # held-out speaker's voice and log the audio to TensorBoard (0: never). Not under ZeRO-3 (weights partitioned).
     synth_every_evals: int = 0
     synth_sentences: int = 2
+    quality: QualitySection = field(default_factory=QualitySection)
 
 
 @dataclass

@@ -10,14 +10,15 @@ from typing import Any
 
 from ...model_shapes import LAYOUTS
 from ..precision import BF16_PURE_UNDER_DEEPSPEED, FP16_REJECTED, PRECISIONS
-from .schema import ATTN_IMPLEMENTATIONS, OPTIMIZERS, SCHEDULES, TRAIN_MODES, RunConfig, raise_errors, suggest
+from .schema import (ATTN_IMPLEMENTATIONS, OPTIMIZERS, QUALITY_METRICS, QUALITY_VOICE_MODES, SCHEDULES, TRAIN_MODES,
+                     RunConfig, raise_errors, suggest)
 
 
 def validate(config: RunConfig) -> None:
     """Raise one ConfigError listing every wrong field."""
     errors: list[str] = []
     for check in (_check_model, _check_data, _check_objective, _check_train, _check_optim, _check_schedule,
-                  _check_run):
+                  _check_run, _check_quality):
         check(config, errors)
     raise_errors(errors)
 
@@ -189,3 +190,33 @@ def _check_run(config: RunConfig, errors: list[str]) -> None:
     _positive(errors, "run.synth_sentences", run.synth_sentences)
     if run.synth_every_evals and not run.eval_every:
         errors.append("run.synth_every_evals: synthesis runs after held-out evals; set run.eval_every too")
+
+
+def _check_quality(config: RunConfig, errors: list[str]) -> None:
+    quality = config.run.quality
+    _non_negative(errors, "run.quality.every_evals", quality.every_evals)
+    _non_negative(errors, "run.quality.max_sentences", quality.max_sentences)
+    _non_negative(errors, "run.quality.speakers", quality.speakers)
+    _choice(errors, "run.quality.mode", quality.mode, QUALITY_VOICE_MODES)
+    _positive(errors, "run.quality.max_new_tokens", quality.max_new_tokens)
+    _positive(errors, "run.quality.batch_size", quality.batch_size)
+    _non_negative(errors, "run.quality.seed", quality.seed)
+    _non_negative(errors, "run.quality.patience", quality.patience)
+    _non_negative(errors, "run.quality.min_delta", quality.min_delta)
+    known = list(QUALITY_METRICS)
+    named = [(f"run.quality.thresholds.{name}", name) for name in quality.thresholds]
+    if quality.metric:
+        named.append(("run.quality.metric", quality.metric))
+    for field_name, metric in named:
+        if metric not in QUALITY_METRICS:
+            errors.append(f"{field_name}: unknown metric {metric!r}{suggest(metric, known)}; known: {', '.join(known)}")
+        elif metric in ("wer", "cer") and not quality.asr:
+            errors.append(f"{field_name}: {metric} needs run.quality.asr (an ASR model folder, e.g. kb-whisper); set "
+                          "it, or use speaker_similarity, duration_error, silence_rate or eos_runaway_rate")
+    if not quality.every_evals:
+        if quality.thresholds or quality.patience:
+            errors.append("run.quality.thresholds / run.quality.patience: the quality loop is off; set "
+                          "run.quality.every_evals (score every K held-out evals)")
+        return
+    if not config.run.eval_every:
+        errors.append("run.quality.every_evals: quality rounds run after held-out evals; set run.eval_every too")
