@@ -1,0 +1,233 @@
+"""Offline alignment of a transcript to its recording: espeak-ng renders the text, DTW on MFCCs maps it onto the audio.
+
+This is the method aeneas uses (RixVox was aligned with it), made near-linear for hours of audio:
+
+1. Every sentence is rendered by espeak-ng (espeak.py), which also reports when each word starts in the rendering.
+2. Both the rendering and the recording become 8 standardised MFCCs at 50 frames a second (features.py), and both
+   lose their non-speech frames (pauses.py: level and VAD must agree on speech). With pauses gone, a slope-bounded
+   DTW can follow a reader who pauses ten times longer than espeak-ng does; with music and silence gone, chapter
+   breaks cost nothing.
+3. Sentences are aligned a block at a time (a paragraph, with short paragraphs such as headings joined to the next,
+   and long ones split to about BLOCK_SECONDS of synthetic speech) by subsequence DTW (dtw.py) inside a window of
+   the recording that starts where the previous block ended and reaches 2.5 times the block's length plus
+   WINDOW_SLACK_SECONDS further. Each block costs O(block x window), so the whole recording costs O(length): no
+   matrix over the whole book ever exists.
+4. A sentence whose frames match badly (mean frame distance above `max_cost`, a multiple of the recording's median)
+   is text the audio does not hold: it is taken out and the block aligned again without it, so one wrong
+   paragraph neither gets clips nor drags its neighbours. It is reported as `text_not_in_audio`.
+5. A word's time in the recording is where the DTW path takes the word's first and last speech frames.
+
+The result is a list of `TimedWord`s (start, end, the word's mean frame distance) with sentence and paragraph;
+segment.py turns them into clips cut inside pauses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from .dtw import align_subsequence
+from .espeak import Synthesiser
+from .features import FRAME_RATE, N_MFCC, level_db, mfcc, standardise_sliding
+from .pauses import loud_frames
+from .transcript import Sentence, is_spoken_word
+
+WARPS = (0.9, 1.0, 1.1, 1.2, 1.3)  # formant scales tried per block (espeak-ng's male voice = 1.0)
+BLOCK_SECONDS = 40.0
+MIN_BLOCK_SECONDS = 8.0
+WINDOW_SLACK_SECONDS = 30.0
+RETRY_WINDOW_SECONDS = 300.0  # a block not found in its window is looked for again this far on
+NORMALISE_SECONDS = 30.0  # the recording's features are standardised over this much speech around each frame
+DEFAULT_MAX_COST_RATIO = 1.6  # a sentence whose mean distance is above this multiple of the median is not spoken
+
+
+@dataclass
+class TimedWord:
+    text: str
+    sentence: int
+    paragraph: int
+    start: float  # seconds in the recording
+    end: float
+    cost: float  # mean DTW frame distance over the word
+    last_in_sentence: bool = False
+
+
+@dataclass
+class SentenceResult:
+    sentence: Sentence
+    status: str  # "aligned" or a rejection reason
+    cost: float = float("nan")
+    start: float = float("nan")
+    end: float = float("nan")
+    words: list[TimedWord] = field(default_factory=list)
+
+
+@dataclass
+class _Rendered:
+    sentence: Sentence
+    features: np.ndarray  # speech frames only, standardised later
+    word_of_frame: np.ndarray  # int: index into sentence.words (-1: between words)
+
+
+def render_sentences(sentences: list[Sentence], voice: str = "sv") -> list[_Rendered]:
+    synthesiser = Synthesiser.shared(voice)
+    rendered = []
+    for sentence in sentences:
+        rendering = synthesiser.render(sentence.text)
+        features = mfcc(rendering.samples, rendering.rate)[0]
+        levels = level_db(rendering.samples, rendering.rate)
+        speech = levels > -45.0  # espeak-ng's pauses are digital silence
+        frames = len(features)
+        word_of_frame = np.full(frames, -1, np.int64)
+        offsets = _word_offsets(sentence.words)
+        starts = []  # (frame, word index) for each spoken word with a WORD event
+        for position, seconds in rendering.word_starts:
+            index = _word_at(offsets, sentence.words, position)
+            if index is not None and (not starts or index > starts[-1][1]):
+                starts.append((int(seconds * FRAME_RATE), index))
+        for k, (frame, index) in enumerate(starts):
+            end = starts[k + 1][0] if k + 1 < len(starts) else frames
+            word_of_frame[frame:end] = index
+        keep = speech[:frames]
+        rendered.append(_Rendered(sentence, features[keep], word_of_frame[keep]))
+    return rendered
+
+
+def _word_offsets(words: list[str]) -> list[int]:
+    offsets, position = [], 0
+    for word in words:
+        offsets.append(position)
+        position += len(word) + 1
+    return offsets
+
+
+def _word_at(offsets: list[int], words: list[str], position: int) -> Optional[int]:
+    """The word holding character `position` (the last word starting at or before it), if it is spoken."""
+    for index in range(len(words) - 1, -1, -1):
+        if offsets[index] <= position:
+            return index if is_spoken_word(words[index]) else None
+    return None
+
+
+def plan_blocks(rendered: list[_Rendered]) -> list[list[int]]:
+    """Sentence indices per block: paragraphs, short ones joined to the next, long ones split at sentences."""
+    blocks: list[list[int]] = []
+    current: list[int] = []
+    frames = 0
+    for i, item in enumerate(rendered):
+        new_paragraph = i > 0 and item.sentence.paragraph != rendered[i - 1].sentence.paragraph
+        if current and ((new_paragraph and frames >= MIN_BLOCK_SECONDS * FRAME_RATE)
+                        or frames + len(item.features) > BLOCK_SECONDS * FRAME_RATE):
+            blocks.append(current)
+            current, frames = [], 0
+        current.append(i)
+        frames += len(item.features)
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def align_recording(sentences: list[Sentence], recording_features: np.ndarray, speech: np.ndarray,
+                    voice: str = "sv", max_cost_ratio: float = DEFAULT_MAX_COST_RATIO,
+                    progress: Optional[Callable[[int], None]] = None) -> list[SentenceResult]:
+    """Align every sentence; `recording_features` are the recording's MFCCs per warp ([warps, frames, N_MFCC],
+    features.mfcc with WARPS), `speech` its speech frames."""
+    rendered = render_sentences(sentences, voice)
+    synthetic = np.concatenate([r.features for r in rendered]) if rendered else np.zeros((0, N_MFCC), np.float32)
+    mean, std = synthetic.mean(axis=0), synthetic.std(axis=0) + 1e-5
+    for item in rendered:
+        item.features = (item.features - mean) / std
+    speech_frames = np.flatnonzero(speech[:recording_features.shape[1]])
+    window = int(NORMALISE_SECONDS * FRAME_RATE)
+    targets = [standardise_sliding(warped[speech_frames], window) for warped in recording_features]
+    results: dict[int, SentenceResult] = {}
+    cursor = 0
+    costs_seen: list[float] = []
+    for block in plan_blocks(rendered):
+        active = list(block)
+        while active:
+            reference = float(np.median(costs_seen)) if len(costs_seen) >= 5 else None
+            threshold = max_cost_ratio * reference if reference else _ABSOLUTE_MAX_COST
+            aligned = _align_block([rendered[i] for i in active], targets, cursor)
+            bad = aligned is None or any(cost > threshold for cost, _ in aligned[0])
+            if not bad:
+                per_sentence, end = aligned
+                for i, (cost, words) in zip(active, per_sentence):
+                    results[i] = _aligned_result(rendered[i].sentence, cost, words)
+                    costs_seen.append(cost)
+                cursor = end + 1
+                break
+            # Text the audio does not hold bends the whole path, so its neighbours look bad too: leave out each
+            # paragraph in turn (each sentence, in a one-paragraph block), keep the leaving-out that lets the rest
+            # match best, and align again.
+            groups = _groups(active, rendered)
+            if len(groups) == 1:
+                for i in active:
+                    results[i] = SentenceResult(rendered[i].sentence, "text_not_in_audio",
+                                                cost=aligned[0][active.index(i)][0] if aligned else float("nan"))
+                break
+            scores = []
+            for group in groups:
+                rest = [i for i in active if i not in group]
+                trial = _align_block([rendered[i] for i in rest], targets, cursor)
+                scores.append(np.mean([cost for cost, _ in trial[0]]) if trial else np.inf)
+            dropped = groups[int(np.argmin(scores))]
+            for i in dropped:
+                results[i] = SentenceResult(rendered[i].sentence, "text_not_in_audio",
+                                            cost=aligned[0][active.index(i)][0] if aligned else float("nan"))
+            active = [i for i in active if i not in dropped]
+        if progress is not None:
+            progress(len(block))
+    # times back from the speech-only frame index to seconds in the recording
+    for result in results.values():
+        for word in result.words:
+            word.start = speech_frames[int(word.start)] / FRAME_RATE
+            word.end = (speech_frames[int(word.end)] + 1) / FRAME_RATE
+        if result.words:
+            result.start, result.end = result.words[0].start, result.words[-1].end
+    return [results[i] for i in range(len(rendered))]
+
+
+# Before five sentences have set the recording's own scale: two independent standardised frames lie sqrt(2 x N_MFCC)
+# apart on average; text matched to the wrong speech comes to about 0.8 of that, the right text to 0.25-0.5.
+def _groups(active: list[int], rendered: list[_Rendered]) -> list[list[int]]:
+    paragraphs: dict[int, list[int]] = {}
+    for i in active:
+        paragraphs.setdefault(rendered[i].sentence.paragraph, []).append(i)
+    return list(paragraphs.values()) if len(paragraphs) > 1 else [[i] for i in active]
+
+
+def _aligned_result(sentence: Sentence, cost: float, words: list) -> SentenceResult:
+    timed = [TimedWord(sentence.words[k], sentence.index, sentence.paragraph, *span) for k, span in words]
+    if timed:
+        timed[-1].last_in_sentence = True
+    return SentenceResult(sentence, "aligned", cost=cost, words=timed)
+
+
+_ABSOLUTE_MAX_COST = 0.65 * float(np.sqrt(2 * N_MFCC))
+
+
+def _align_block(items: list[_Rendered], targets: list[np.ndarray], cursor: int):
+    """The block matched against each warp of the recording's features; the best match wins."""
+    query = np.concatenate([item.features for item in items])
+    window_end = cursor + int(2.5 * len(query) + WINDOW_SLACK_SECONDS * FRAME_RATE)
+    matches = [align_subsequence(query, target[cursor:window_end]) for target in targets]
+    found = [m for m in matches if m is not None]
+    if not found:
+        return None
+    match = min(found, key=lambda m: m.cost)
+    per_sentence = []
+    offset = 0
+    for item in items:
+        frames = slice(offset, offset + len(item.features))
+        mapped = match.target_of_query[frames] + cursor
+        costs = match.cost_of_query[frames]
+        words = []
+        for index in np.unique(item.word_of_frame[item.word_of_frame >= 0]):
+            where = np.flatnonzero(item.word_of_frame == index)
+            words.append((int(index), (int(mapped[where[0]]), int(mapped[where[-1]]), float(costs[where].mean()))))
+        per_sentence.append((float(costs.mean()) if len(costs) else float("inf"), words))
+        offset += len(item.features)
+    return per_sentence, int(match.end + cursor)

@@ -1,0 +1,103 @@
+"""Frame-level views of audio that alignment and cutting share: 50 frames a second (20 ms hop).
+
+- `mfcc`: 8 mel-cepstral coefficients (c0, the loudness, left out) on a mel scale up to 8 kHz, so a 22.05 kHz
+  espeak-ng rendering and a 24 kHz recording are measured the same way; computed block by block, so hours of
+  audio never need one big STFT.
+- `level_db`: RMS level per frame in dBFS.
+- `standardise`: per-coefficient mean and variance (cepstral mean and variance normalisation), which takes out
+  most of the difference between a voice, a microphone and espeak-ng; `standardise_sliding` does it over a moving
+  window, so a recording whose reader or room changes (a LibriVox collection) is normalised locally.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FRAME_RATE = 50  # frames per second
+N_MFCC = 8  # the spectral envelope only: more coefficients start to see the voice (pitch harmonics)
+BLOCK_SECONDS = 300.0  # features of long audio are computed in blocks this long
+
+
+def hop_of(rate: int) -> int:
+    return int(round(rate / FRAME_RATE))
+
+
+def frame_count(samples: int, rate: int) -> int:
+    return -(-samples // hop_of(rate))
+
+
+def mfcc(samples: np.ndarray, rate: int, warps: tuple[float, ...] = (1.0,)) -> np.ndarray:
+    """[len(warps), frames, N_MFCC] float32, frame t centred on t / FRAME_RATE seconds.
+
+    A warp w measures the audio with a mel filterbank stretched by w (60*w .. 8000*w Hz): a voice whose formants
+    sit w times higher than espeak-ng's then looks like espeak-ng (vocal tract length normalisation). One STFT per
+    block serves every warp.
+    """
+    hop = hop_of(rate)
+    frames = frame_count(len(samples), rate)
+    block = int(BLOCK_SECONDS * FRAME_RATE) * hop
+    context = 2048  # samples either side of a block, so block edges see the same windows as one long STFT would
+    out = np.zeros((len(warps), frames, N_MFCC), np.float32)
+    for begin in range(0, max(len(samples), 1), block):
+        left = max(0, begin - context)
+        piece = np.asarray(samples[left:begin + block + context], dtype=np.float32)
+        if piece.size == 0:
+            break
+        values = _mfcc_block(piece, rate, hop, warps)
+        first = (begin - left) // hop
+        count = min(block // hop, frames - begin // hop)
+        out[:, begin // hop:begin // hop + count] = values[:, first:first + count]
+    return out
+
+
+def _mfcc_block(samples: np.ndarray, rate: int, hop: int, warps: tuple[float, ...]) -> np.ndarray:
+    import librosa
+
+    n_fft = 1024 if rate > 16000 else 512
+    power = np.abs(librosa.stft(samples, n_fft=n_fft, hop_length=hop)) ** 2
+    result = []
+    for warp in warps:
+        bank = librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=40, fmin=60.0 * warp,
+                                   fmax=min(8000.0 * warp, rate / 2))
+        log_mel = np.log(bank @ power + 1e-8)
+        coefficients = librosa.feature.mfcc(S=log_mel, n_mfcc=N_MFCC + 1)[1:]
+        result.append(coefficients.T)
+    return np.stack(result).astype(np.float32)
+
+
+def level_db(samples: np.ndarray, rate: int) -> np.ndarray:
+    """RMS level (dBFS) of each 20 ms frame; frame t covers [t, t + 1) / FRAME_RATE seconds."""
+    hop = hop_of(rate)
+    frames = frame_count(len(samples), rate)
+    out = np.empty(frames, np.float32)
+    step = 60000 * hop
+    for begin in range(0, frames, 60000):
+        piece = np.asarray(samples[begin * hop:(begin + 60000) * hop], dtype=np.float32)
+        count = min(60000, frames - begin)
+        padded = np.zeros(count * hop, np.float32)
+        padded[:piece.size] = piece
+        power = np.mean(padded.reshape(count, hop).astype(np.float64) ** 2, axis=1)
+        out[begin:begin + count] = 10.0 * np.log10(np.maximum(power, 1e-12))
+    del step
+    return out
+
+
+def standardise(features: np.ndarray) -> np.ndarray:
+    mean = features.mean(axis=0)
+    std = features.std(axis=0) + 1e-5
+    return ((features - mean) / std).astype(np.float32)
+
+
+def standardise_sliding(features: np.ndarray, window: int) -> np.ndarray:
+    """Mean and variance over the `window` frames around each frame (fewer at the ends), by cumulative sums."""
+    count = len(features)
+    if count <= window:
+        return standardise(features)
+    values = features.astype(np.float64)
+    sums = np.vstack([np.zeros((1, values.shape[1])), np.cumsum(values, axis=0)])
+    squares = np.vstack([np.zeros((1, values.shape[1])), np.cumsum(values ** 2, axis=0)])
+    low = np.clip(np.arange(count) - window // 2, 0, count - window)
+    high = low + window
+    mean = (sums[high] - sums[low]) / window
+    variance = (squares[high] - squares[low]) / window - mean ** 2
+    return ((values - mean) / np.sqrt(np.maximum(variance, 1e-6))).astype(np.float32)
