@@ -72,27 +72,58 @@ class _Rendered:
 
 
 def render_sentences(sentences: list[Sentence], voice: str = "sv") -> list[_Rendered]:
-    synthesiser = Synthesiser.shared(voice)
-    rendered = []
-    for sentence in sentences:
-        rendering = synthesiser.render(sentence.text)
+    """Every sentence rendered and measured, in a fresh process: espeak-ng carries state from one call to the next
+    (the same text comes out a few samples different after other text), so only a process that renders this
+    recording's sentences in order from a clean start gives the same rendering on every run. The child gets the
+    sentences as JSON on stdin and answers with an .npz of frame features (no pickles, no audio)."""
+    import io
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])  # the child imports this very copy of the package
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    request = json.dumps({"voice": voice, "sentences": [s.words for s in sentences]}, ensure_ascii=False)
+    completed = subprocess.run([sys.executable, "-m", "qwen_swe.ingest.align"], input=request.encode("utf-8"),
+                               capture_output=True, env=env)
+    if completed.returncode != 0:
+        message = completed.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise ValueError(f"rendering the transcript with espeak-ng failed: {message[-1] if message else '?'}")
+    with np.load(io.BytesIO(completed.stdout), allow_pickle=False) as answer:
+        features, words, lengths = answer["features"], answer["word_of_frame"], answer["lengths"]
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    return [_Rendered(sentence, features[bounds[k]:bounds[k + 1]], words[bounds[k]:bounds[k + 1]])
+            for k, sentence in enumerate(sentences)]
+
+
+def render_here(sentences: list[list[str]], voice: str = "sv") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features of the speech frames, word index per frame, frames per sentence) of sentences given as words."""
+    synthesiser = Synthesiser(voice)
+    all_features, all_words, lengths = [], [], []
+    for words in sentences:
+        rendering = synthesiser.render(" ".join(words))
         features = mfcc(rendering.samples, rendering.rate)[0]
-        levels = level_db(rendering.samples, rendering.rate)
-        speech = levels > -45.0  # espeak-ng's pauses are digital silence
+        speech = level_db(rendering.samples, rendering.rate) > -45.0  # espeak-ng's pauses are digital silence
         frames = len(features)
         word_of_frame = np.full(frames, -1, np.int64)
-        offsets = _word_offsets(sentence.words)
+        offsets = _word_offsets(words)
         starts = []  # (frame, word index) for each spoken word with a WORD event
         for position, seconds in rendering.word_starts:
-            index = _word_at(offsets, sentence.words, position)
+            index = _word_at(offsets, words, position)
             if index is not None and (not starts or index > starts[-1][1]):
                 starts.append((int(seconds * FRAME_RATE), index))
         for k, (frame, index) in enumerate(starts):
             end = starts[k + 1][0] if k + 1 < len(starts) else frames
             word_of_frame[frame:end] = index
         keep = speech[:frames]
-        rendered.append(_Rendered(sentence, features[keep], word_of_frame[keep]))
-    return rendered
+        all_features.append(features[keep])
+        all_words.append(word_of_frame[keep])
+        lengths.append(int(keep.sum()))
+    empty = np.zeros((0, N_MFCC), np.float32)
+    return (np.concatenate(all_features) if all_features else empty,
+            np.concatenate(all_words) if all_words else np.zeros(0, np.int64), np.array(lengths, np.int64))
 
 
 def _word_offsets(words: list[str]) -> list[int]:
@@ -231,3 +262,15 @@ def _align_block(items: list[_Rendered], targets: list[np.ndarray], cursor: int)
         per_sentence.append((float(costs.mean()) if len(costs) else float("inf"), words))
         offset += len(item.features)
     return per_sentence, int(match.end + cursor)
+
+
+if __name__ == "__main__":  # the rendering child of render_sentences
+    import io as _io
+    import json as _json
+    import sys as _sys
+
+    _request = _json.loads(_sys.stdin.buffer.read().decode("utf-8"))
+    _features, _words, _lengths = render_here(_request["sentences"], _request["voice"])
+    _buffer = _io.BytesIO()
+    np.savez(_buffer, features=_features, word_of_frame=_words, lengths=_lengths)
+    _sys.stdout.buffer.write(_buffer.getvalue())

@@ -3,7 +3,8 @@
 The aligner needs a reference rendering of the text whose word timing is known. espeak-ng's library reports a WORD
 event (character position, audio position) for every word it speaks; the command-line program does not, so the
 library (libespeak-ng.so.1, installed with the espeak-ng package) is driven through ctypes, the way aeneas drives it
-from C. A sentence takes a few milliseconds. One synthesiser serves a process: espeak-ng keeps global state.
+from C. A sentence takes a few milliseconds. espeak-ng keeps global state, and a rendering depends slightly on what
+was rendered before it in the process: align.py renders each recording in a fresh process, so runs repeat exactly.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -41,8 +41,6 @@ class Rendering:
 class Synthesiser:
     """espeak-ng with one voice; `render(text)` -> Rendering."""
 
-    _instance: Optional["Synthesiser"] = None
-
     def __init__(self, voice: str = "sv", words_per_minute: int = 175):
         library_name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
         try:
@@ -61,12 +59,6 @@ class Synthesiser:
             raise ValueError(f"espeak-ng has no voice {voice!r} (list them with `espeak-ng --voices=sv`)")
         self._lib.espeak_SetParameter(1, int(words_per_minute), 0)  # espeakRATE, absolute
         self.voice = voice
-
-    @classmethod
-    def shared(cls, voice: str = "sv") -> "Synthesiser":
-        if cls._instance is None or cls._instance.voice != voice:
-            cls._instance = cls(voice)
-        return cls._instance
 
     def _collect(self, wav: ctypes.POINTER(ctypes.c_short), count: int, events: ctypes.POINTER(_Event)) -> int:
         if wav and count > 0:

@@ -51,18 +51,40 @@ def mfcc(samples: np.ndarray, rate: int, warps: tuple[float, ...] = (1.0,)) -> n
 
 
 def _mfcc_block(samples: np.ndarray, rate: int, hop: int, warps: tuple[float, ...]) -> np.ndarray:
-    import librosa
+    from scipy.fft import dct
 
     n_fft = 1024 if rate > 16000 else 512
-    power = np.abs(librosa.stft(samples, n_fft=n_fft, hop_length=hop)) ** 2
+    # centred frames, as a padded signal sliced every `hop` samples
+    padded = np.pad(samples.astype(np.float32), (n_fft // 2, n_fft // 2), mode="reflect" if len(samples) > n_fft
+                    else "constant")
+    count = 1 + (len(padded) - n_fft) // hop
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:count]
+    power = np.abs(np.fft.rfft(frames * np.hanning(n_fft + 1)[:-1].astype(np.float32), axis=1)) ** 2
     result = []
     for warp in warps:
-        bank = librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=40, fmin=60.0 * warp,
-                                   fmax=min(8000.0 * warp, rate / 2))
-        log_mel = np.log(bank @ power + 1e-8)
-        coefficients = librosa.feature.mfcc(S=log_mel, n_mfcc=N_MFCC + 1)[1:]
-        result.append(coefficients.T)
+        bank = mel_filterbank(rate, n_fft, 40, 60.0 * warp, min(8000.0 * warp, rate / 2))
+        log_mel = np.log(power @ bank.T + 1e-8)
+        result.append(dct(log_mel, type=2, norm="ortho", axis=1)[:, 1:N_MFCC + 1])
     return np.stack(result).astype(np.float32)
+
+
+def mel_filterbank(rate: int, n_fft: int, bands: int, low: float, high: float) -> np.ndarray:
+    """[bands, n_fft // 2 + 1] triangular filters evenly spaced on the HTK mel scale, each of unit area."""
+    def to_mel(hz):
+        return 2595.0 * np.log10(1.0 + np.asarray(hz) / 700.0)
+
+    def to_hz(mel):
+        return 700.0 * (10.0 ** (np.asarray(mel) / 2595.0) - 1.0)
+
+    edges = to_hz(np.linspace(to_mel(low), to_mel(high), bands + 2))
+    bins = np.linspace(0.0, rate / 2, n_fft // 2 + 1)
+    bank = np.zeros((bands, len(bins)))
+    for band in range(bands):
+        left, centre, right = edges[band:band + 3]
+        rising = (bins - left) / (centre - left)
+        falling = (right - bins) / (right - centre)
+        bank[band] = np.maximum(0.0, np.minimum(rising, falling)) * 2.0 / (right - left)
+    return bank.astype(np.float32)
 
 
 def level_db(samples: np.ndarray, rate: int) -> np.ndarray:

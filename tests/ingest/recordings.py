@@ -131,8 +131,8 @@ def write_text(path: Path, chapters: list[Chapter], heading_notes: bool = True) 
 
 
 def book(wrong_paragraph: bool = False) -> list[Chapter]:
-    """Three chapters, about two minutes: three voices and speeds, pauses from 0.3 to 1.3 s, a sentence spoken as
-    two phrases with a pause at its comma, silence and music between chapters. With `wrong_paragraph`, the text
+    """Four chapters, about a minute and a half: four voices and speeds, pauses from 0.3 to 1.5 s, sentences spoken
+    as phrases with pauses at their commas (one longer than 8 s), silence and music between chapters. With `wrong_paragraph`, the text
     holds a fourth paragraph nobody reads."""
     def sentences(texts: list[str], pauses: list[float]) -> list[Phrase]:
         return [Phrase(text, pause) for text, pause in zip(texts, pauses)]
@@ -161,9 +161,15 @@ def book(wrong_paragraph: bool = False) -> list[Chapter]:
                        "Till våren byggde han ett eget litet hus.",
                        "Så blev främlingen till slut en av dem."],
                       [0.8, 0.6, 1.3, 0.5, 0.7, 0.3])
+    four = [Phrase("Kapitel fyra.", 1.5),
+            Phrase("Många år senare,", 0.45, ends_sentence=False),
+            Phrase("när barnen hade vuxit upp och flyttat till den stora staden,", 0.6, ends_sentence=False),
+            Phrase("berättade de ofta om sommaren då främlingen kom.", 1.0),
+            Phrase("Huset står kvar än i dag.", 0.8)]
     chapters = [Chapter(one, voice="sv+f2", speed=150, pitch=60, then="music", then_seconds=3.0),
                 Chapter(two, voice="sv+m3", speed=195, pitch=35, then="silence", then_seconds=2.5),
-                Chapter(three, voice="sv+f4", speed=165, pitch=70, then="silence", then_seconds=1.0)]
+                Chapter(three, voice="sv+f4", speed=165, pitch=70, then="music", then_seconds=2.0),
+                Chapter(four, voice="sv+m1", speed=130, pitch=45, then="silence", then_seconds=1.0)]
     if wrong_paragraph:
         chapters.insert(2, Chapter(sentences(["Ett mellanspel.",
                                               "Denna text finns bara i boken och läses aldrig upp.",
