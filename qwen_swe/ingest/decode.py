@@ -18,6 +18,10 @@ import numpy as np
 
 from ..model_shapes import SAMPLE_RATE
 
+class DecodeError(ValueError):
+    """A recording that cannot be decoded; the message names the file."""
+
+
 SOUNDFILE_SUFFIXES = (".wav", ".flac", ".aiff", ".aif")
 BLOCK_SECONDS = 30.0
 
@@ -57,7 +61,7 @@ def _pyav_blocks(path: Path) -> Iterator[tuple[np.ndarray, int]]:
 
     with av.open(str(path)) as container:
         if not container.streams.audio:
-            raise ValueError(f"{path}: no audio stream in this file")
+            raise DecodeError(f"{path}: no audio stream in this file")
         stream = container.streams.audio[0]
         # one format for every frame whatever the codec delivers: float32, interleaved, mono, the source's rate
         resampler = av.AudioResampler(format="flt", layout="mono", rate=stream.codec_context.sample_rate)
@@ -73,7 +77,7 @@ def decode_to_pcm(source: Path, destination: Path, progress: bool = True) -> int
     import soxr
 
     if not source.exists():
-        raise ValueError(f"{source}: no such file")
+        raise DecodeError(f"{source}: no such file")
     blocks = _soundfile_blocks(source) if source.suffix.lower() in SOUNDFILE_SUFFIXES else _pyav_blocks(source)
     temporary = destination.with_name(f".{destination.name}.tmp-{os.getpid()}")
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -93,17 +97,18 @@ def decode_to_pcm(source: Path, destination: Path, progress: bool = True) -> int
             if resampler is not None:
                 out.write(_pcm16(resampler.resample_chunk(np.zeros(0, np.float32), last=True)))
                 written = out.tell() // 2
-    except Exception as error:
+    except DecodeError:
         temporary.unlink(missing_ok=True)
-        if isinstance(error, ValueError):
-            raise
-        raise ValueError(f"{source}: cannot decode audio ({error})") from error
+        raise
+    except Exception as error:  # PyAV and libsndfile raise their own error types
+        temporary.unlink(missing_ok=True)
+        raise DecodeError(f"{source}: cannot decode audio ({error})") from error
     finally:
         if bar is not None:
             bar.close()
     if written == 0:
         temporary.unlink(missing_ok=True)
-        raise ValueError(f"{source}: the file holds no audio samples")
+        raise DecodeError(f"{source}: the file holds no audio samples")
     os.replace(temporary, destination)
     return written
 

@@ -217,7 +217,8 @@ def score_clips(clips: list[Clip], results: list[SentenceResult], vad: np.ndarra
     if not aligned:
         return
     median_cost = float(np.median([r.cost for r in aligned]))
-    median_rate = float(np.median([letters(r.sentence.text) / (r.end - r.start) for r in aligned]))
+    median_rate = float(np.median([letters(r.sentence.text) / max(sum(w.end - w.start for w in r.words), 1e-3)
+                                   for r in aligned]))
     for clip in clips:
         if clip.reason is not None:
             continue
