@@ -31,7 +31,6 @@ import numpy as np
 from .dtw import align_subsequence
 from .espeak import Synthesiser
 from .features import FRAME_RATE, N_MFCC, level_db, mfcc, standardise_sliding
-from .pauses import loud_frames
 from .transcript import Sentence, is_spoken_word
 
 WARPS = (0.9, 1.0, 1.1, 1.2, 1.3)  # formant scales tried per block (espeak-ng's male voice = 1.0)
