@@ -213,7 +213,7 @@ def ingest_recording(out: Path, recording: Recording, settings: IngestSettings, 
         from .whisper import transcribe_and_time
 
         bar.set_postfix_str("transcribing")
-        results = transcribe_and_time(audio, settings.whisper_model, speech)
+        results = transcribe_and_time(audio, settings.whisper_model, speech, settings.numbers_to_words)
         sentences_rejected = []
     else:
         try:

@@ -11,7 +11,8 @@ Rules (the README repeats them):
   punctuation (a heading such as "Kapitel ett" is a sentence of its own, and is expected to be read aloud: a heading
   the reader skips is found missing from the audio and lands in the rejections, or bracket it);
 - a word is a run of characters between spaces; its punctuation stays attached ("Göteborg!"), so the clip transcript
-  is the text as written. Words that hold no letter or digit ("-") are kept in the text but never timed.
+  is the text as written. A token that holds no letter or digit (a lone "-") is not spoken: it is never timed and
+  does not appear in clip transcripts.
 """
 
 from __future__ import annotations
