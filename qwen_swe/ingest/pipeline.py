@@ -197,22 +197,18 @@ def ingest_recording(out: Path, recording: Recording, settings: IngestSettings, 
         decode_to_pcm(Path(recording.audio), pcm_path, progress=progress)
     audio = FloatView(open_pcm(pcm_path))
     duration = len(audio) / SAMPLE_RATE
-    bar = _stage_bar(recording.id, progress)
-    bar.set_postfix_str("levels and MFCCs")
     levels = level_db(audio, SAMPLE_RATE)
     loud = loud_frames(levels)
     if settings.use_vad:
-        bar.set_postfix_str("voice activity")
-        vad = vad_frames(audio, SAMPLE_RATE, len(levels))
+        with _bar(duration, f"{recording.id}: voice activity", "s", progress) as bar:
+            vad = vad_frames(audio, SAMPLE_RATE, len(levels), progress=bar)
     else:
         vad = np.ones(len(levels), bool)
     speech = loud & vad
     pauses = pauses_of(speech, settings.min_pause)
-    bar.update(1)
     if settings.aligner == "whisper" or recording.text is None:
         from .whisper import transcribe_and_time
 
-        bar.set_postfix_str("transcribing")
         results = transcribe_and_time(audio, settings.whisper_model, speech, settings.numbers_to_words)
         sentences_rejected = []
     else:
@@ -220,18 +216,17 @@ def ingest_recording(out: Path, recording: Recording, settings: IngestSettings, 
             sentences = read_transcript(recording.text, numbers_to_words=settings.numbers_to_words)
         except ValueError as error:
             raise IngestError(str(error)) from error
-        bar.set_postfix_str(f"aligning {len(sentences)} sentences")
         if settings.aligner == "ctc":
             from .ctc import align_with_ctc
 
-            results = align_with_ctc(sentences, audio, settings.ctc_model, speech)
+            results = align_with_ctc(sentences, audio, settings.ctc_model, speech,
+                                     max_cost_ratio=settings.segment.max_cost_ratio)
         else:
             features = mfcc(audio, SAMPLE_RATE, WARPS)
-            results = align_recording(sentences, features, speech, voice=settings.voice,
-                                      max_cost_ratio=settings.segment.max_cost_ratio)
+            with _bar(len(sentences), f"{recording.id}: aligning", "sentence", progress) as bar:
+                results = align_recording(sentences, features, speech, voice=settings.voice,
+                                          max_cost_ratio=settings.segment.max_cost_ratio, progress=bar.update)
         sentences_rejected = [r for r in results if r.status != "aligned"]
-    bar.update(1)
-    bar.set_postfix_str("cutting")
     clips = segment(results, pauses, vad, duration, settings.segment)
     score_clips(clips, results, vad, settings.segment)
     kept = [clip for clip in clips if clip.reason is None]
@@ -242,8 +237,6 @@ def ingest_recording(out: Path, recording: Recording, settings: IngestSettings, 
         write_bytes_atomic(path, flac_bytes(audio, clip.start, clip.end))
         entries.append(manifest_entry(clip, clip_id, recording, settings))
         crash.clip_done()
-    bar.update(1)
-    bar.close()
     rejections = [rejection_entry(recording, f"sentence {r.sentence.index + 1}", r.status,
                                   f"{recording.text}: sentence {r.sentence.index + 1} (paragraph "
                                   f"{r.sentence.paragraph + 1}) matches no stretch of the audio (mean distance "
@@ -320,19 +313,21 @@ class _CrashSwitch:
 
 
 class _NoBar:
-    def set_postfix_str(self, text: str) -> None:
+    def update(self, count: float) -> None:
         pass
 
-    def update(self, count: int) -> None:
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
         pass
 
-    def close(self) -> None:
-        pass
 
-
-def _stage_bar(label: str, enabled: bool):
+def _bar(total: float, label: str, unit: str, enabled: bool):
+    """A progress bar with the ETA (tqdm), or nothing."""
     if not enabled:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=3, desc=label, unit="stage", leave=False)
+    return tqdm(total=round(total, 1), desc=label, unit=unit, leave=False,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} " + unit + " [{elapsed}<{remaining}]")
