@@ -68,8 +68,7 @@ def ingest_cmd(out: str, audio: Optional[str], text: Optional[str], recordings_m
       qwen-swe ingest data/talks --audio talk.mp3 --whisper-model models/kb-whisper-small
       qwen-swe shards build data/shards --model MODEL --manifest data/book/manifest.jsonl
     """
-    from ..ingest.pipeline import (IngestError, IngestSettings, Recording, ingest, read_recordings_manifest,
-                                   recording_id)
+    from ..ingest.pipeline import IngestSettings, Recording, ingest, read_recordings_manifest, recording_id
     from ..ingest.segment import SegmentSettings
 
     if bool(audio) == bool(recordings_manifest):
@@ -96,7 +95,7 @@ def ingest_cmd(out: str, audio: Optional[str], text: Optional[str], recordings_m
             rec_id = recording_id(recording_name or Path(audio).stem, set())
             recordings = [Recording(id=rec_id, audio=audio, text=text, speaker=speaker or rec_id)]
         report = ingest(Path(out), recordings, settings, progress=progress, say=click.echo)
-    except IngestError as error:
+    except ValueError as error:  # IngestError, undecodable audio, unloadable model folders: all name the file
         raise click.ClickException(str(error)) from error
     minutes = report["minutes"]
     click.echo(f"{report['clips']} clips, {minutes['kept']:.1f} of {minutes['total']:.1f} min kept -> "

@@ -132,6 +132,13 @@ def check_recordings(recordings: list[Recording], settings: IngestSettings) -> N
                                   "manifest), or --whisper-model to transcribe it")
         elif not Path(recording.text).is_file():
             raise IngestError(f"{recording.text}: no such transcript file (recording {recording.id})")
+        else:  # a transcript that cannot be read is found before hours of decoding, not after
+            from .transcript import read_transcript
+
+            try:
+                read_transcript(recording.text, numbers_to_words=settings.numbers_to_words)
+            except ValueError as error:
+                raise IngestError(str(error)) from error
 
 
 # ------------------------------------------------------------------------------------------------ running
