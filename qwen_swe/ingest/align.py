@@ -12,10 +12,15 @@ This is the method aeneas uses (RixVox was aligned with it), made near-linear fo
    the recording that starts where the previous block ended and reaches 2.5 times the block's length plus
    WINDOW_SLACK_SECONDS further. Each block costs O(block x window), so the whole recording costs O(length): no
    matrix over the whole book ever exists.
-4. A sentence whose frames match badly (mean frame distance above `max_cost`, a multiple of the recording's median)
-   is text the audio does not hold: it is taken out and the block aligned again without it, so one wrong
-   paragraph neither gets clips nor drags its neighbours. It is reported as `text_not_in_audio`.
-5. A word's time in the recording is where the DTW path takes the word's first and last speech frames.
+4. A sentence whose frames match badly (mean distance above `max_cost_ratio` times the recording's median so far)
+   is text the audio does not hold. Such text bends the whole path, so its neighbours look bad too: the block is
+   aligned again leaving out each paragraph in turn (each sentence, in a one-paragraph block), the leaving-out that
+   lets the rest match best is kept, and so on until the rest matches. One wrong paragraph neither gets clips nor
+   drags its neighbours; it is reported as `text_not_in_audio`.
+5. A block that does not match in its window at all is looked for once more in a window reaching
+   RETRY_WINDOW_SECONDS further, so speech the transcript lacks (a preface, an announcement) longer than the usual
+   window does not lose the rest of the book. Text that is not in the audio at all leaves the window where it was.
+6. A word's time in the recording is where the DTW path takes the word's first and last speech frames.
 
 The result is a list of `TimedWord`s (start, end, the word's mean frame distance) with sentence and paragraph;
 segment.py turns them into clips cut inside pauses.
@@ -182,7 +187,12 @@ def align_recording(sentences: list[Sentence], recording_features: np.ndarray, s
             threshold = max_cost_ratio * reference if reference else _ABSOLUTE_MAX_COST
             aligned = _align_block([rendered[i] for i in active], targets, cursor)
             bad = aligned is None or any(cost > threshold for cost, _ in aligned[0])
+            if bad and active == block:  # once per block: perhaps it lies beyond the window
+                further = _align_block([rendered[i] for i in active], targets, cursor, RETRY_WINDOW_SECONDS)
+                if further is not None and all(cost <= threshold for cost, _ in further[0]):
+                    aligned, bad = further, False
             if not bad:
+                assert aligned is not None
                 per_sentence, end = aligned
                 for i, (cost, words) in zip(active, per_sentence):
                     results[i] = _aligned_result(rendered[i].sentence, cost, words)
@@ -239,10 +249,12 @@ def _aligned_result(sentence: Sentence, cost: float, words: list) -> SentenceRes
 _ABSOLUTE_MAX_COST = 0.65 * float(np.sqrt(2 * N_MFCC))
 
 
-def _align_block(items: list[_Rendered], targets: list[np.ndarray], cursor: int):
+def _align_block(items: list[_Rendered], targets: list[np.ndarray], cursor: int,
+                 slack_seconds: Optional[float] = None):
     """The block matched against each warp of the recording's features; the best match wins."""
     query = np.concatenate([item.features for item in items])
-    window_end = cursor + int(2.5 * len(query) + WINDOW_SLACK_SECONDS * FRAME_RATE)
+    slack = WINDOW_SLACK_SECONDS if slack_seconds is None else slack_seconds
+    window_end = cursor + int(2.5 * len(query) + slack * FRAME_RATE)
     matches = [align_subsequence(query, target[cursor:window_end]) for target in targets]
     found = [m for m in matches if m is not None]
     if not found:

@@ -141,3 +141,23 @@ def test_the_manifest_builds_into_shards_that_train(ingested, tiny_06b, tmp_path
         fresh_accelerate_state_reset()
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2]
+
+
+def test_speech_the_transcript_lacks_is_passed_over_and_reported(tmp_path, monkeypatch):
+    from qwen_swe.ingest import align
+
+    monkeypatch.setattr(align, "WINDOW_SLACK_SECONDS", 2.0)  # the preface is longer than a block's usual window
+    chapters = book()
+    audio, truth = make_recording(tmp_path / "recording", chapters, name="book.flac")
+    text = write_text(tmp_path / "book.txt", chapters[2:], heading_notes=False)  # chapters one and two unlisted
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["ingest", str(out), "--audio", str(audio), "--text", str(text),
+                                       "--no-progress"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["sentences_not_in_audio"] == 0
+    preface_speech = sum(b - a for a, b in truth.speech[:16]) / 60  # the 16 phrases of chapters one and two
+    assert abs(report["minutes"]["unmatched_speech"] - preface_speech) < 0.1
+    clips = read_jsonl(out / "manifest.jsonl")
+    assert clips[0]["start"] > truth.speech[15][1] and clips[0]["text"].startswith("Kapitel tre.")
+    assert "matched no transcript text" in (out / "report.md").read_text(encoding="utf-8")
