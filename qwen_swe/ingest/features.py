@@ -92,15 +92,13 @@ def level_db(samples: np.ndarray, rate: int) -> np.ndarray:
     hop = hop_of(rate)
     frames = frame_count(len(samples), rate)
     out = np.empty(frames, np.float32)
-    step = 60000 * hop
-    for begin in range(0, frames, 60000):
+    for begin in range(0, frames, 60000):  # 20 minutes at a time
         piece = np.asarray(samples[begin * hop:(begin + 60000) * hop], dtype=np.float32)
         count = min(60000, frames - begin)
         padded = np.zeros(count * hop, np.float32)
         padded[:piece.size] = piece
         power = np.mean(padded.reshape(count, hop).astype(np.float64) ** 2, axis=1)
         out[begin:begin + count] = 10.0 * np.log10(np.maximum(power, 1e-12))
-    del step
     return out
 
 

@@ -66,6 +66,12 @@ class IngestSettings:
     whisper_model: Optional[str] = None
     use_vad: bool = True
 
+    def __post_init__(self) -> None:
+        if self.aligner not in ALIGNERS:
+            raise IngestError(f"unknown aligner {self.aligner!r}; choose from {', '.join(ALIGNERS)}")
+        if self.aligner == "ctc" and not self.ctc_model:
+            raise IngestError("the ctc aligner needs --ctc-model")
+
     def describe(self) -> dict[str, Any]:
         return asdict(self)
 

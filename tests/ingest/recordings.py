@@ -68,7 +68,10 @@ def speech_span(samples: np.ndarray, threshold_db: float = -50.0) -> tuple[int, 
 
 
 def make_recording(folder: Path, chapters: list[Chapter], name: str = "book.flac",
-                   sox_output: tuple[str, ...] = ("-r", "44100", "-c", "2")) -> tuple[Path, Truth]:
+                   sox_output: tuple[str, ...] = ("-r", "44100", "-c", "2"),
+                   noise_floor: float = 0.0) -> tuple[Path, Truth]:
+    """The recording of `chapters` (the unspoken ones left out) as `name`; `noise_floor` mixes pink noise at that
+    amplitude under all of it (a room, a tape)."""
     require_tools()
     folder.mkdir(parents=True, exist_ok=True)
     parts: list[Path] = []
@@ -104,8 +107,15 @@ def make_recording(folder: Path, chapters: list[Chapter], name: str = "book.flac
         offset += soundfile.info(str(between)).frames
         parts.append(between)
     out = folder / name
-    _run(["sox", *map(str, parts), *sox_output, str(out)])
     truth.duration = offset / RATE
+    if noise_floor > 0:
+        clean, noise = folder / "clean.wav", folder / "noise.wav"
+        _run(["sox", *map(str, parts), str(clean)])
+        _run(["sox", "-n", "-r", str(RATE), "-c", "1", "-b", "16", str(noise), "synth", f"{truth.duration}",
+              "pinknoise", "vol", f"{noise_floor}"])
+        _run(["sox", "-m", "-v", "1", str(clean), "-v", "1", str(noise), *sox_output, str(out)])
+    else:
+        _run(["sox", *map(str, parts), *sox_output, str(out)])
     return out, truth
 
 
@@ -131,8 +141,9 @@ def write_text(path: Path, chapters: list[Chapter], heading_notes: bool = True) 
 
 
 def book(wrong_paragraph: bool = False) -> list[Chapter]:
-    """Four chapters, about a minute and a half: four voices and speeds, pauses from 0.3 to 1.5 s, sentences spoken
-    as phrases with pauses at their commas (one longer than 8 s), silence and music between chapters. With `wrong_paragraph`, the text
+    """Six chapters, about two and a half minutes: six voices, speeds from 130 to 195 words a minute, pauses from
+    0.3 to 1.5 s, sentences spoken as phrases with pauses at their commas (one longer than 8 s), silence and music
+    between chapters. With `wrong_paragraph`, the text
     holds a fourth paragraph nobody reads."""
     def sentences(texts: list[str], pauses: list[float]) -> list[Phrase]:
         return [Phrase(text, pause) for text, pause in zip(texts, pauses)]
@@ -166,10 +177,26 @@ def book(wrong_paragraph: bool = False) -> list[Chapter]:
             Phrase("när barnen hade vuxit upp och flyttat till den stora staden,", 0.6, ends_sentence=False),
             Phrase("berättade de ofta om sommaren då främlingen kom.", 1.0),
             Phrase("Huset står kvar än i dag.", 0.8)]
+    five = sentences(["Kapitel fem.",
+                      "Vintern det året var den kallaste på länge.",
+                      "Isen lade sig över hela viken redan i november.",
+                      "Fiskarna kunde gå ut till öarna till fots.",
+                      "Om kvällarna satt alla i byn vid elden och sjöng.",
+                      "Främlingen spelade fiol och barnen dansade.",
+                      "När våren kom smälte isen på en enda natt."],
+                     [1.2, 0.7, 0.5, 0.9, 0.4, 1.0, 0.6])
+    six = [Phrase("Kapitel sex.", 0.8),
+           Phrase("Nu är främlingen gammal,", 0.5, ends_sentence=False),
+           Phrase("men han sitter fortfarande på bryggan varje morgon.", 0.9),
+           Phrase("Han tittar ut över havet och ler.", 0.6),
+           Phrase("Ibland kommer barnbarnen och frågar om de gamla städerna.", 1.1),
+           Phrase("Då berättar han, och ingen tröttnar på att lyssna.", 0.5)]
     chapters = [Chapter(one, voice="sv+f2", speed=150, pitch=60, then="music", then_seconds=3.0),
                 Chapter(two, voice="sv+m3", speed=195, pitch=35, then="silence", then_seconds=2.5),
                 Chapter(three, voice="sv+f4", speed=165, pitch=70, then="music", then_seconds=2.0),
-                Chapter(four, voice="sv+m1", speed=130, pitch=45, then="silence", then_seconds=1.0)]
+                Chapter(four, voice="sv+m1", speed=130, pitch=45, then="silence", then_seconds=1.5),
+                Chapter(five, voice="sv+f1", speed=140, pitch=55, then="music", then_seconds=2.5),
+                Chapter(six, voice="sv+m2", speed=175, pitch=40, then="silence", then_seconds=1.0)]
     if wrong_paragraph:
         chapters.insert(2, Chapter(sentences(["Ett mellanspel.",
                                               "Denna text finns bara i boken och läses aldrig upp.",
