@@ -23,7 +23,8 @@ import click
 @click.option("--id", "recording_name", default=None, help="Recording id for --audio (default: the file's stem); "
               "clips are named ID_00001.flac ...")
 @click.option("--language", default="swedish", show_default=True, help="Language written into the manifest.")
-@click.option("--min-seconds", type=float, default=2.0, show_default=True)
+@click.option("--min-seconds", type=float, default=2.0, show_default=True,
+              help="A shorter stretch is merged with a neighbour, or rejected (too_short) when it cannot be.")
 @click.option("--max-seconds", type=float, default=15.0, show_default=True,
               help="No clip is longer; a stretch with no pause to cut inside is rejected (no_pause_to_cut).")
 @click.option("--min-pause", type=float, default=0.15, show_default=True,

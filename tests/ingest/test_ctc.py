@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from qwen_swe.cli import main
 from qwen_swe.ingest.ctc import spell, viterbi
 
-from .recordings import book, make_recording, write_text
+from qwen_swe.ingest.synthetic import book, make_recording, write_text
 
 VOCABULARY = ["<pad>", "|"] + list("abcdefghijklmnopqrstuvwxyzåäö")
 

@@ -1,4 +1,4 @@
-"""`qwen-swe ingest` end to end on a recording made at test time (tests/ingest/recordings.py): cuts land in the
+"""`qwen-swe ingest` end to end on a recording made at test time (qwen_swe/ingest/synthetic.py): cuts land in the
 true pauses, no clip cuts a word, the clip transcripts are the spoken words, a paragraph nobody reads is rejected,
 an interrupted run finishes with the same files, and the manifest builds into shards that train."""
 
@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from qwen_swe.cli import main
 from qwen_swe.ingest.pipeline import CRASH_ENV, CRASH_EXIT_CODE
 
-from .recordings import book, make_recording, write_text
+from qwen_swe.ingest.synthetic import book, make_recording, write_text
 
 MAX_SECONDS = 8.0
 

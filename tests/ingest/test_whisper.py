@@ -13,7 +13,7 @@ from qwen_swe.cli import main
 from qwen_swe.ingest import whisper
 from qwen_swe.ingest.features import FRAME_RATE
 
-from .recordings import book, make_recording
+from qwen_swe.ingest.synthetic import book, make_recording
 
 
 def test_words_with_times_become_clips_cut_in_pauses(tmp_path, monkeypatch):

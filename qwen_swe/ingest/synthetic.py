@@ -1,4 +1,5 @@
-"""Long recordings made at test time with espeak-ng and sox, whose truth is known from how they were made.
+"""Long recordings made with espeak-ng and sox whose truth is known from how they were made: for the ingest tests
+and tools/bench_ingest.py (as data/synthetic.py makes shards for the shard tests and benchmarks).
 
 A recording is chapters of phrases: each phrase is synthesised on its own (espeak-ng command line, a voice, speed and
 pitch per chapter that differ from the aligner's own plain "sv" at 175 words a minute), followed by a pause of a
