@@ -174,7 +174,7 @@ def ingest(out: Path, recordings: list[Recording], settings: IngestSettings, pro
             if previous.get("fingerprint") == fingerprint:
                 say(f"{recording.id}: already done ({len(previous['clips'])} clips); skipped")
                 continue
-        record = ingest_recording(out, recording, settings, progress, crash)
+        record = ingest_recording(out, recording, settings, progress, crash, fingerprint)
         record["fingerprint"] = fingerprint
         write_json_atomic(record_path, record)
         stats = record["stats"]
@@ -195,7 +195,7 @@ def ingest(out: Path, recordings: list[Recording], settings: IngestSettings, pro
 
 
 def ingest_recording(out: Path, recording: Recording, settings: IngestSettings, progress: bool,
-                     crash: "_CrashSwitch") -> dict[str, Any]:
+                     crash: "_CrashSwitch", fingerprint: str) -> dict[str, Any]:
     from .align import WARPS, align_recording
     from .decode import FloatView, decode_to_pcm, open_pcm
     from .features import FRAME_RATE, level_db, mfcc
@@ -205,7 +205,8 @@ def ingest_recording(out: Path, recording: Recording, settings: IngestSettings, 
 
     for stale in sorted((out / CLIPS_DIR).glob(f"{recording.id}_*.flac")):
         stale.unlink()  # clips of an earlier, unfinished or differently set run of this recording
-    pcm_path = out / WORK_DIR / f"{recording.id}.pcm"
+    # named by the inputs' fingerprint: a decode left by an interrupted run is reused only for the same inputs
+    pcm_path = out / WORK_DIR / f"{recording.id}-{fingerprint[:16]}.pcm"
     if not pcm_path.exists():
         decode_to_pcm(Path(recording.audio), pcm_path, progress=progress)
     audio = FloatView(open_pcm(pcm_path))
