@@ -14,8 +14,8 @@ This is the method aeneas uses (RixVox was aligned with it), made near-linear fo
    matrix over the whole book ever exists.
 4. A sentence whose frames match badly (mean distance above `max_cost_ratio` times the recording's median so far)
    is text the audio does not hold. Such text bends the whole path, so its neighbours look bad too: the block is
-   aligned again leaving out each paragraph in turn (each sentence, in a one-paragraph block), the leaving-out that
-   lets the rest match best is kept, and so on until the rest matches. One wrong paragraph neither gets clips nor
+   aligned again leaving out each paragraph in turn (each sentence, in a one-paragraph block), the leaving-out after
+   which the most of the rest matches is kept, and so on until the rest matches. One wrong paragraph neither gets clips nor
    drags its neighbours; it is reported as `text_not_in_audio`.
 5. A block that does not match in its window at all is looked for once more in a window reaching
    RETRY_WINDOW_SECONDS further, so speech the transcript lacks (a preface, an announcement) longer than the usual
@@ -200,8 +200,8 @@ def align_recording(sentences: list[Sentence], recording_features: np.ndarray, s
                 cursor = end + 1
                 break
             # Text the audio does not hold bends the whole path, so its neighbours look bad too: leave out each
-            # paragraph in turn (each sentence, in a one-paragraph block), keep the leaving-out that lets the rest
-            # match best, and align again.
+            # paragraph in turn (each sentence, in a one-paragraph block), keep the leaving-out after which the most
+            # of the rest matches, and align again.
             groups = _groups(active, rendered)
             if len(groups) == 1:
                 for i in active:
@@ -212,8 +212,14 @@ def align_recording(sentences: list[Sentence], recording_features: np.ndarray, s
             for group in groups:
                 rest = [i for i in active if i not in group]
                 trial = _align_block([rendered[i] for i in rest], targets, cursor)
-                scores.append(np.mean([cost for cost, _ in trial[0]]) if trial else np.inf)
-            dropped = groups[int(np.argmin(scores))]
+                if trial is None:
+                    scores.append((0, -np.inf))
+                    continue
+                # most synthetic speech explained (sentences under the threshold), then the lowest mean distance:
+                # a short remainder always matches somewhere, so the mean alone would drop the long true text
+                explained = sum(len(rendered[i].features) for i, (cost, _) in zip(rest, trial[0]) if cost <= threshold)
+                scores.append((explained, -float(np.mean([cost for cost, _ in trial[0]]))))
+            dropped = groups[max(range(len(groups)), key=lambda k: scores[k])]
             for i in dropped:
                 results[i] = SentenceResult(rendered[i].sentence, "text_not_in_audio",
                                             cost=aligned[0][active.index(i)][0] if aligned else float("nan"))
