@@ -70,9 +70,9 @@ def speech_span(samples: np.ndarray, threshold_db: float = -50.0) -> tuple[int, 
 
 def make_recording(folder: Path, chapters: list[Chapter], name: str = "book.flac",
                    sox_output: tuple[str, ...] = ("-r", "44100", "-c", "2"),
-                   noise_floor: float = 0.0) -> tuple[Path, Truth]:
+                   noise_floor: float = 0.0, effects: tuple[str, ...] = ()) -> tuple[Path, Truth]:
     """The recording of `chapters` (the unspoken ones left out) as `name`; `noise_floor` mixes pink noise at that
-    amplitude under all of it (a room, a tape)."""
+    amplitude under all of it (a room, a tape); `effects` are sox effects applied last (e.g. "reverb", "40")."""
     require_tools()
     folder.mkdir(parents=True, exist_ok=True)
     parts: list[Path] = []
@@ -114,9 +114,9 @@ def make_recording(folder: Path, chapters: list[Chapter], name: str = "book.flac
         _run(["sox", *map(str, parts), str(clean)])
         _run(["sox", "-n", "-r", str(RATE), "-c", "1", "-b", "16", str(noise), "synth", f"{truth.duration}",
               "pinknoise", "vol", f"{noise_floor}"])
-        _run(["sox", "-m", "-v", "1", str(clean), "-v", "1", str(noise), *sox_output, str(out)])
+        _run(["sox", "-m", "-v", "1", str(clean), "-v", "1", str(noise), *sox_output, str(out), *effects])
     else:
-        _run(["sox", *map(str, parts), *sox_output, str(out)])
+        _run(["sox", *map(str, parts), *sox_output, str(out), *effects])
     return out, truth
 
 

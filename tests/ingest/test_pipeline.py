@@ -162,3 +162,26 @@ def test_speech_the_transcript_lacks_is_passed_over_and_reported(tmp_path, monke
     clips = read_jsonl(out / "manifest.jsonl")
     assert clips[0]["start"] > truth.speech[15][1] and clips[0]["text"].startswith("Kapitel tre.")
     assert "matched no transcript text" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_reverberant_band_limited_recording_still_gives_clean_cuts(tmp_path):
+    """A room and a cheap 4 kHz encoder make the audio further from espeak-ng: less is kept, nothing is wrong."""
+    chapters = book(wrong_paragraph=True)[:5]  # chapters one to three, with the unread paragraph before three
+    audio, truth = make_recording(tmp_path / "recording", chapters, name="room.flac", sox_output=("-r", "22050"),
+                                  effects=("reverb", "40", "lowpass", "4000"))
+    text = write_text(tmp_path / "room.txt", chapters, heading_notes=False)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["ingest", str(out), "--audio", str(audio), "--text", str(text),
+                                       "--no-progress"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["kept_share_of_speech"] >= 0.8
+    rejections = read_jsonl(out / "rejections.jsonl")
+    unread = {"Ett mellanspel.", "Denna text finns bara i boken och läses aldrig upp.",
+              "Kungen av Frankrike åt sparris i trädgården varje tisdag."}
+    assert unread <= {r["text"] for r in rejections if r["reason"] == "text_not_in_audio"}
+    clips = read_jsonl(out / "manifest.jsonl")
+    assert not any(unread_text in clip["text"] for clip in clips for unread_text in unread)
+    for clip in clips:
+        for edge in (clip["start"], clip["end"]):
+            assert not any(a + 0.01 < edge < b - 0.01 for a, b in truth.speech)
