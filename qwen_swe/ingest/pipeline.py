@@ -6,7 +6,8 @@ clips and rejections (segment.py) -> clips/*.flac and recordings/ID.json. The pe
 and atomically: it is the mark of a finished recording, which a rerun skips when its settings and inputs are the
 same. An interrupted recording is redone from the start (its clips are rewritten byte for byte), then
 manifest.jsonl, rejections.jsonl, report.json and report.md are rebuilt from every recording's JSON, so a rerun after
-an interruption leaves exactly what an uninterrupted run leaves.
+an interruption leaves exactly what an uninterrupted run leaves. A recording left out of a later run keeps its files
+in clips/ and recordings/ but is not in the rebuilt manifest.
 
 Output layout (what `qwen-swe shards build --manifest OUT/manifest.jsonl` takes as is):
     OUT/clips/ID_00001.flac         24 kHz mono 16-bit FLAC
