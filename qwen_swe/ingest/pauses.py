@@ -2,15 +2,15 @@
 
 Two detectors vote:
 - level: a frame is loud when its RMS level is above a threshold set from the recording itself, between its noise
-  floor (10th percentile of frame levels) and its speech level (95th percentile): floor + 35% of the distance, and
-  at least 40 dB below the speech level's ceiling. Precise at the edges of words, fooled by music and noise;
+  floor (10th percentile of frame levels) and its speech level (95th percentile): floor + 35% of the distance, but
+  never more than 40 dB below the speech level. Precise at the edges of words, fooled by music and noise;
 - silero-vad (its weights ship inside the package, so it runs offline): a neural voice-activity detector that tells
   speech from music and noise, but moves its edges by tens of milliseconds. It runs on 16 kHz audio in blocks of
   ten minutes, so memory stays flat however long the recording is.
 
 A frame is speech when both say so (with the VAD's segments widened by 100 ms, so its blurred edges never cut into
 a word the level detector hears). A pause is a run of non-speech frames at least `min_pause` long; cuts are made
-only inside pauses. Where the VAD cannot run, the level detector decides alone.
+only inside pauses. With `--no-vad` the level detector decides alone.
 """
 
 from __future__ import annotations
