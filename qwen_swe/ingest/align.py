@@ -29,7 +29,7 @@ segment.py turns them into clips cut inside pauses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -177,55 +177,17 @@ def align_recording(sentences: list[Sentence], recording_features: np.ndarray, s
     speech_frames = np.flatnonzero(speech[:recording_features.shape[1]])
     window = int(NORMALISE_SECONDS * FRAME_RATE)
     targets = [standardise_sliding(warped[speech_frames], window) for warped in recording_features]
-    results: dict[int, SentenceResult] = {}
-    cursor = 0
-    costs_seen: list[float] = []
-    for block in plan_blocks(rendered):
-        active = list(block)
-        while active:
-            reference = float(np.median(costs_seen)) if len(costs_seen) >= 5 else None
-            threshold = max_cost_ratio * reference if reference else _ABSOLUTE_MAX_COST
-            aligned = _align_block([rendered[i] for i in active], targets, cursor)
-            bad = aligned is None or any(cost > threshold for cost, _ in aligned[0])
-            if bad and active == block:  # once per block: perhaps it lies beyond the window
-                further = _align_block([rendered[i] for i in active], targets, cursor, RETRY_WINDOW_SECONDS)
-                if further is not None and all(cost <= threshold for cost, _ in further[0]):
-                    aligned, bad = further, False
-            if not bad:
-                assert aligned is not None
-                per_sentence, end = aligned
-                for i, (cost, words) in zip(active, per_sentence):
-                    results[i] = _aligned_result(rendered[i].sentence, cost, words)
-                    costs_seen.append(cost)
-                cursor = end + 1
-                break
-            # Text the audio does not hold bends the whole path, so its neighbours look bad too: leave out each
-            # paragraph in turn (each sentence, in a one-paragraph block), keep the leaving-out after which the most
-            # of the rest matches, and align again.
-            groups = _groups(active, rendered)
-            if len(groups) == 1:
-                for i in active:
-                    results[i] = SentenceResult(rendered[i].sentence, "text_not_in_audio",
-                                                cost=aligned[0][active.index(i)][0] if aligned else float("nan"))
-                break
-            scores = []
-            for group in groups:
-                rest = [i for i in active if i not in group]
-                trial = _align_block([rendered[i] for i in rest], targets, cursor)
-                if trial is None:
-                    scores.append((0, -np.inf))
-                    continue
-                # most synthetic speech explained (sentences under the threshold), then the lowest mean distance:
-                # a short remainder always matches somewhere, so the mean alone would drop the long true text
-                explained = sum(len(rendered[i].features) for i, (cost, _) in zip(rest, trial[0]) if cost <= threshold)
-                scores.append((explained, -float(np.mean([cost for cost, _ in trial[0]]))))
-            dropped = groups[max(range(len(groups)), key=lambda k: scores[k])]
-            for i in dropped:
-                results[i] = SentenceResult(rendered[i].sentence, "text_not_in_audio",
-                                            cost=aligned[0][active.index(i)][0] if aligned else float("nan"))
-            active = [i for i in active if i not in dropped]
-        if progress is not None:
-            progress(len(block))
+
+    def align_block(indices: list[int], cursor: int, slack: Optional[float]):
+        return _align_block([rendered[i] for i in indices], targets, cursor, slack)
+
+    placements = place_blocks(plan_blocks(rendered), [r.sentence.paragraph for r in rendered],
+                              [len(r.features) for r in rendered], align_block, max_cost_ratio, _ABSOLUTE_MAX_COST,
+                              RETRY_WINDOW_SECONDS, progress)
+    results = {i: _aligned_result(rendered[i].sentence, placement.cost, placement.payload)
+               if placement.status == "aligned" else
+               SentenceResult(rendered[i].sentence, placement.status, cost=placement.cost)
+               for i, placement in placements.items()}
     # times back from the speech-only frame index to seconds in the recording
     for result in results.values():
         for word in result.words:
@@ -236,12 +198,78 @@ def align_recording(sentences: list[Sentence], recording_features: np.ndarray, s
     return [results[i] for i in range(len(rendered))]
 
 
-# Before five sentences have set the recording's own scale: two independent standardised frames lie sqrt(2 x N_MFCC)
-# apart on average; text matched to the wrong speech comes to about 0.8 of that, the right text to 0.25-0.5.
-def _groups(active: list[int], rendered: list[_Rendered]) -> list[list[int]]:
+# (sentence indices, cursor, window slack in seconds or None for the usual) -> ([(cost, what to keep) per sentence],
+# the last frame the block took) or None when it cannot be placed; frames and cursor in the aligner's own units
+BlockAligner = Callable[[list[int], int, Optional[float]], Optional[tuple[list[tuple[float, Any]], int]]]
+
+
+@dataclass
+class Placement:
+    status: str  # "aligned" or "text_not_in_audio"
+    cost: float = float("nan")
+    payload: Any = None  # what the aligner keeps for an aligned sentence (its word spans)
+
+
+def place_blocks(blocks: list[list[int]], paragraph_of: list[int], weight_of: list[int], align_block: BlockAligner,
+                 max_cost_ratio: float, absolute_max_cost: float, retry_slack: Optional[float],
+                 progress: Optional[Callable[[int], None]] = None) -> dict[int, Placement]:
+    """Blocks of sentences placed in order, each after the previous one (steps 3-5 of the module docstring); shared
+    by the DTW aligner here and the CTC aligner. `weight_of` is a sentence's size (frames, tokens)."""
+    placements: dict[int, Placement] = {}
+    cursor = 0
+    costs_seen: list[float] = []
+    for block in blocks:
+        active = list(block)
+        while active:
+            reference = float(np.median(costs_seen)) if len(costs_seen) >= 5 else None
+            threshold = max_cost_ratio * reference if reference else absolute_max_cost
+            aligned = align_block(active, cursor, None)
+            bad = aligned is None or any(cost > threshold for cost, _ in aligned[0])
+            if bad and active == block and retry_slack:  # once per block: perhaps it lies beyond the window
+                further = align_block(active, cursor, retry_slack)
+                if further is not None and all(cost <= threshold for cost, _ in further[0]):
+                    aligned, bad = further, False
+            if not bad:
+                assert aligned is not None
+                per_sentence, end = aligned
+                for i, (cost, payload) in zip(active, per_sentence):
+                    placements[i] = Placement("aligned", cost, payload)
+                    costs_seen.append(cost)
+                cursor = end + 1
+                break
+            costs = {i: cost for i, (cost, _) in zip(active, aligned[0])} if aligned else {}
+            # Text the audio does not hold bends the whole path, so its neighbours look bad too: leave out each
+            # paragraph in turn (each sentence, in a one-paragraph block), keep the leaving-out after which the most
+            # of the rest matches, and align again.
+            groups = _groups(active, paragraph_of)
+            if len(groups) == 1:
+                for i in active:
+                    placements[i] = Placement("text_not_in_audio", costs.get(i, float("nan")))
+                break
+            scores = []
+            for group in groups:
+                rest = [i for i in active if i not in group]
+                trial = align_block(rest, cursor, None)
+                if trial is None:
+                    scores.append((0, -np.inf))
+                    continue
+                # most text explained (sentences under the threshold), then the lowest mean distance: a short
+                # remainder always matches somewhere, so the mean alone would drop the long true text
+                explained = sum(weight_of[i] for i, (cost, _) in zip(rest, trial[0]) if cost <= threshold)
+                scores.append((explained, -float(np.mean([cost for cost, _ in trial[0]]))))
+            dropped = groups[max(range(len(groups)), key=lambda k: scores[k])]
+            for i in dropped:
+                placements[i] = Placement("text_not_in_audio", costs.get(i, float("nan")))
+            active = [i for i in active if i not in dropped]
+        if progress is not None:
+            progress(len(block))
+    return placements
+
+
+def _groups(active: list[int], paragraph_of: list[int]) -> list[list[int]]:
     paragraphs: dict[int, list[int]] = {}
     for i in active:
-        paragraphs.setdefault(rendered[i].sentence.paragraph, []).append(i)
+        paragraphs.setdefault(paragraph_of[i], []).append(i)
     return list(paragraphs.values()) if len(paragraphs) > 1 else [[i] for i in active]
 
 
@@ -252,6 +280,8 @@ def _aligned_result(sentence: Sentence, cost: float, words: list) -> SentenceRes
     return SentenceResult(sentence, "aligned", cost=cost, words=timed)
 
 
+# Before five sentences have set the recording's own scale: two independent standardised frames lie sqrt(2 x N_MFCC)
+# apart on average; text matched to the wrong speech comes to about 0.8 of that, the right text to 0.25-0.5.
 _ABSOLUTE_MAX_COST = 0.65 * float(np.sqrt(2 * N_MFCC))
 
 

@@ -7,12 +7,13 @@ the stronger, optional path next to the offline espeak-ng + DTW aligner.
 2. Tokens: each word lower-cased and spelled in the vocabulary's characters (characters the vocabulary lacks are
    skipped; a word left with none is not timed), words joined by the word delimiter `|` when the vocabulary has it.
 3. A hand-written CTC Viterbi (numba; torchaudio's forced_align is not available in every environment) with an open
-   begin and an open end inside a window, as the DTW aligner does: blocks of sentences are aligned in order, each in
-   a window that starts where the previous one ended, so the whole recording costs O(length).
-4. A sentence's cost is 1 + its tokens' mean negative log-probability (1.0: the model is sure of every token). A
-   sentence above `max_cost_ratio` times the recording's median (or, before five sentences set that scale, above
-   1 + ln 10: the tokens' mean probability under 10%) is rejected as `text_not_in_audio` and its block aligned again
-   without it.
+   begin and an open end inside a window, placed block by block exactly as the DTW aligner places its blocks
+   (align.place_blocks: each window starts where the previous block ended, so the whole recording costs
+   O(length); a block not found is looked for once more further on; text not in the audio is left out paragraph by
+   paragraph).
+4. A sentence's cost is 1 - its tokens' mean log-probability (1.0: the model is sure of every token). A sentence
+   above `max_cost_ratio` times the recording's median (or, before five sentences set that scale, above 1 + ln 10:
+   the tokens' geometric mean probability under 10%) is `text_not_in_audio`.
 Word times: the frame of the word's first token to the frame after its last; segment.py cuts in pauses near them.
 
 Folders are loaded with `local_files_only=True`: nothing is downloaded.
@@ -26,13 +27,15 @@ from typing import Any, Optional
 import numpy as np
 
 from ..model_shapes import SAMPLE_RATE
-from .align import SentenceResult, TimedWord
+from .align import SentenceResult, TimedWord, place_blocks
 from .transcript import Sentence, is_spoken_word
 
 CHUNK_SECONDS = 30.0
 CONTEXT_SECONDS = 2.0
 BLOCK_CHARACTERS = 600
 WINDOW_SLACK_SECONDS = 30.0
+RETRY_WINDOW_SECONDS = 300.0
+FRAMES_PER_TOKEN = 4  # model frames (20 ms) per character at a slow reading pace; windows reach 3 times that
 ABSOLUTE_MAX_COST = 1.0 + math.log(10.0)
 
 try:
@@ -167,59 +170,56 @@ def align_with_ctc(sentences: list[Sentence], audio: Any, model_folder: str, spe
     blank = int(getattr(model.config, "pad_token_id", None) or processor.tokenizer.pad_token_id or 0)
     log_probs, rate = emissions(audio, processor, model)
     spelled = [spell(sentence.words, vocabulary) for sentence in sentences]
-    results: dict[int, SentenceResult] = {}
-    costs_seen: list[float] = []
-    cursor = 0
-    for block in _blocks(sentences, spelled):
-        active = [i for i in block if spelled[i][0]]
-        for i in block:
-            if not spelled[i][0]:
-                results[i] = SentenceResult(sentences[i], "text_not_in_audio")
-        while active:
-            tokens, owners, sentence_of = [], [], []
-            for i in active:
-                if tokens and "|" in vocabulary:
-                    tokens.append(vocabulary["|"])
-                    owners.append(-1)
-                    sentence_of.append(-1)
-                tokens += spelled[i][0]
-                owners += spelled[i][1]
-                sentence_of += [i] * len(spelled[i][0])
-            window = log_probs[cursor:cursor + int(3 * len(tokens) * 4 + WINDOW_SLACK_SECONDS * rate)]
-            if len(window) < len(tokens):
-                for i in active:
-                    results[i] = SentenceResult(sentences[i], "text_not_in_audio")
-                break
-            frames, scores, end = viterbi(window, tokens, blank)
-            frames = frames + cursor
-            owner_array, sentence_array = np.array(owners), np.array(sentence_of)
-            costs = {i: 1.0 - float(scores[sentence_array == i].mean()) for i in active}
-            reference = float(np.median(costs_seen)) if len(costs_seen) >= 5 else None
-            threshold = max_cost_ratio * reference if reference else ABSOLUTE_MAX_COST
-            bad = [i for i in active if costs[i] > threshold]
-            if bad and len(bad) < len(active):
-                worst = max(bad, key=lambda i: costs[i])
-                results[worst] = SentenceResult(sentences[worst], "text_not_in_audio", cost=costs[worst])
-                active.remove(worst)
-                continue
-            if bad:
-                for i in active:
-                    results[i] = SentenceResult(sentences[i], "text_not_in_audio", cost=costs[i])
-                break
-            for i in active:
-                words = []
-                for index in sorted(set(owner_array[sentence_array == i].tolist())):
-                    where = np.flatnonzero((sentence_array == i) & (owner_array == index))
-                    words.append(TimedWord(sentences[i].words[index], sentences[i].index, sentences[i].paragraph,
-                                           frames[where[0]] / rate, (frames[where[-1]] + 1) / rate,
-                                           1.0 - float(scores[where].mean())))
-                words[-1].last_in_sentence = True
-                results[i] = SentenceResult(sentences[i], "aligned", cost=costs[i], start=words[0].start,
-                                            end=words[-1].end, words=words)
-                costs_seen.append(costs[i])
-            cursor = cursor + end + 1
-            break
-    return [results[i] for i in range(len(sentences))]
+    delimiter = vocabulary.get("|")
+
+    def align_block(indices: list[int], cursor: int, slack: Optional[float]):
+        tokens: list[int] = []
+        owners: list[int] = []
+        sentence_of: list[int] = []
+        for i in indices:
+            if tokens and delimiter is not None:
+                tokens.append(delimiter)
+                owners.append(-1)
+                sentence_of.append(-1)
+            tokens += spelled[i][0]
+            owners += spelled[i][1]
+            sentence_of += [i] * len(spelled[i][0])
+        seconds = WINDOW_SLACK_SECONDS if slack is None else slack
+        window = log_probs[cursor:cursor + int(3 * FRAMES_PER_TOKEN * len(tokens) + seconds * rate)]
+        if len(window) < len(tokens):
+            return None
+        frames, scores, end = viterbi(window, tokens, blank)
+        frames = frames + cursor
+        owner_array, sentence_array = np.array(owners), np.array(sentence_of)
+        per_sentence = []
+        for i in indices:
+            mine = sentence_array == i
+            words = []
+            for index in sorted(set(owner_array[mine & (owner_array >= 0)].tolist())):  # not the delimiters
+                where = np.flatnonzero(mine & (owner_array == index))
+                words.append((index, frames[where[0]] / rate, (frames[where[-1]] + 1) / rate,
+                              1.0 - float(scores[where].mean())))
+            per_sentence.append((1.0 - float(scores[mine].mean()), words))
+        return per_sentence, cursor + end
+
+    placeable = [i for i in range(len(sentences)) if spelled[i][0]]
+    blocks = [[i for i in block if spelled[i][0]] for block in _blocks(sentences, spelled)]
+    placements = place_blocks([b for b in blocks if b], [s.paragraph for s in sentences],
+                              [len(tokens) for tokens, _ in spelled], align_block, max_cost_ratio,
+                              ABSOLUTE_MAX_COST, RETRY_WINDOW_SECONDS)
+    results = []
+    for i, sentence in enumerate(sentences):
+        placement = placements.get(i) if i in placeable else None
+        if placement is None or placement.status != "aligned":
+            results.append(SentenceResult(sentence, "text_not_in_audio",
+                                          cost=placement.cost if placement else float("nan")))
+            continue
+        words = [TimedWord(sentence.words[index], sentence.index, sentence.paragraph, start, end, cost)
+                 for index, start, end, cost in placement.payload]
+        words[-1].last_in_sentence = True
+        results.append(SentenceResult(sentence, "aligned", cost=placement.cost, start=words[0].start,
+                                      end=words[-1].end, words=words))
+    return results
 
 
 def _blocks(sentences: list[Sentence], spelled: list[tuple[list[int], list[int]]]) -> list[list[int]]:

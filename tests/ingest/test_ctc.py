@@ -68,3 +68,47 @@ def test_a_ctc_model_folder_runs_through_the_ingest_command(tmp_path):
     assert sorted(words) == sorted(" ".join(p.text for p in chapters[0].phrases).split())
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["settings"]["aligner"] == "ctc"
+
+
+def test_the_block_loop_places_every_sentence_and_rejects_the_unread_paragraph(monkeypatch):
+    """Emissions that a perfect CTC model would give for the test book (each phrase's letters spread over its
+    speech, blank elsewhere) must come back as the phrases' times, with the unread paragraph rejected."""
+    from types import SimpleNamespace
+
+    from qwen_swe.ingest import ctc
+    from qwen_swe.ingest.synthetic import Truth
+    from qwen_swe.ingest.transcript import split_sentences
+
+    vocabulary = {c: i for i, c in enumerate(VOCABULARY)}
+    chapters = book(wrong_paragraph=True)
+    spoken = [p for chapter in chapters if chapter.spoken for p in chapter.phrases]
+    truth, rate, t = Truth(), 50.0, 1.0
+    for phrase in spoken:  # 12 letters a second, then the phrase's pause
+        letters = len(spell(phrase.text.split(), vocabulary)[0])
+        truth.speech.append((t, t + letters / 12))
+        t += letters / 12 + phrase.pause_after
+    log_probs = np.full((int(t * rate) + 50, len(VOCABULARY)), np.log(0.002), np.float32)
+    log_probs[:, 0] = np.log(0.95)
+    for phrase, (start, end) in zip(spoken, truth.speech):
+        tokens = spell(phrase.text.split(), vocabulary)[0]
+        for k, token in enumerate(tokens):
+            frame = int((start + (end - start) * (k + 0.5) / len(tokens)) * rate)
+            log_probs[frame] = np.log(0.002)
+            log_probs[frame, token] = np.log(0.9)
+    monkeypatch.setattr(ctc, "emissions", lambda audio, processor, model: (log_probs, rate))
+    fake = (SimpleNamespace(tokenizer=SimpleNamespace(get_vocab=lambda: vocabulary, pad_token_id=0)),
+            SimpleNamespace(config=SimpleNamespace(pad_token_id=0)))
+    lines = []
+    for chapter in chapters:
+        lines += [" ".join(p.text for p in chapter.phrases), ""]
+    sentences = split_sentences("\n".join(lines))
+    results = ctc.align_with_ctc(sentences, None, "unused", np.zeros(0, bool), loaded=fake)
+    rejected = [r.sentence.text for r in results if r.status != "aligned"]
+    assert rejected == ["Ett mellanspel.", "Denna text finns bara i boken och läses aldrig upp.",
+                        "Kungen av Frankrike åt sparris i trädgården varje tisdag."]
+    words = [w for r in results for w in r.words]
+    assert [w.text for w in words] == [w for p in spoken for w in p.text.split()]
+    phrase_of_word = [k for k, p in enumerate(spoken) for _ in p.text.split()]
+    for word, k in zip(words, phrase_of_word):
+        start, end = truth.speech[k]
+        assert start - 0.05 <= word.start < word.end <= end + 0.05
