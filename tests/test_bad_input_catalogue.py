@@ -132,6 +132,25 @@ def tune_with_space(text: str) -> Callable[[World], list[str]]:
     return make
 
 
+def ingest_args(w: World, *, text: bytes | None, audio: bytes | None = None, extra: tuple[str, ...] = ()) -> list[str]:
+    """`qwen-swe ingest` of one recording made here (a real clip unless `audio` bytes are given)."""
+    recording = w.scratch / "book.wav"
+    if audio is None:
+        soundfile.write(str(recording), calibration_audio(7, 2.0), 24000)
+    else:
+        recording.write_bytes(audio)
+    args = ["ingest", str(w.scratch / "ingested"), "--audio", str(recording), "--no-progress", *extra]
+    if text is not None:
+        (w.scratch / "book.txt").write_bytes(text)
+        args += ["--text", str(w.scratch / "book.txt")]
+    return args
+
+
+def ingest_manifest_without_audio(w: World) -> list[str]:
+    (w.scratch / "recordings.jsonl").write_text('{"text": "book.txt"}\n', encoding="utf-8")
+    return ["ingest", str(w.scratch / "ingested"), "--manifest", str(w.scratch / "recordings.jsonl")]
+
+
 REFUSED: list[tuple[str, Callable[[World], list[str]], str]] = [
     ("missing model folder", lambda w: w.train(f"model.path={w.scratch / 'nowhere'}"), "model.path"),
     ("unknown config field", lambda w: w.train("optim.learning_rate=1e-4"), "optim.learning_rate"),
@@ -162,6 +181,14 @@ REFUSED: list[tuple[str, Callable[[World], list[str]], str]] = [
      "optim.lrr: not a run-config field (did you mean 'optim.lr'?)"),
     ("search space reaching an invalid run config", tune_with_space("schedule.warmup_steps: {low: 0, high: 5}\n"),
      "schedule.warmup_steps=5: schedule.warmup_steps: must be < schedule.total_steps (2)"),
+    ("ingest of a recording with no transcript", lambda w: ingest_args(w, text=None), "--whisper-model"),
+    ("ingest of a transcript that is not UTF-8",
+     lambda w: ingest_args(w, text="Hösten kom.".encode("latin-1")), "book.txt: not UTF-8"),
+    ("ingest of a transcript with nothing spoken", lambda w: ingest_args(w, text=b"# notes only\n"),
+     "book.txt: no spoken text"),
+    ("ingest of audio that is not audio", lambda w: ingest_args(w, text=b"Hej.", audio=b"not audio" * 50),
+     "book.wav: cannot decode audio"),
+    ("ingest manifest line without audio", ingest_manifest_without_audio, "recordings.jsonl:1: needs a string field"),
 ]
 
 
