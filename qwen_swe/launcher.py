@@ -68,9 +68,10 @@ def run_accelerate_launch(argv: Sequence[str]) -> int:
     from accelerate.commands.launch import launch_command, launch_command_parser
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    from .noise import quiet_cpu_accelerator
+    from .noise import quiet_cpu_accelerator, quiet_launcher_warnings
 
     quiet_cpu_accelerator()  # the launcher imports deepspeed too
+    quiet_launcher_warnings()
     args = launch_command_parser().parse_args(list(argv))
     try:
         launch_command(args)

@@ -64,7 +64,8 @@ def import_sox_quietly() -> None:
     """qwen_tts imports the `sox` module (for its 25 Hz tokenizer; the 12 Hz models never use SoX). At import that
     module runs `sox -h` through a shell and, where the SoX program is missing, the shell's "sox: not found" and a
     "SoX could not be found!" banner reach the terminal and read like a failure. Import it once with that probe's
-    stderr and that banner held back; nothing in qwen-swe needs the SoX program."""
+    stderr and that banner held back; training, export and ingest never run the SoX program (only the ingest tests
+    make their recordings with it)."""
     import importlib.util
     import logging
     import os

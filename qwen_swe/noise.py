@@ -32,6 +32,13 @@ def quiet_training_warnings() -> None:
                             category=UserWarning)
 
 
+def quiet_launcher_warnings() -> None:
+    """accelerate's launcher warns "Port 29500 is already in use" when another job on the machine holds its default
+    rendezvous port, then finds a free one itself: a second run on one machine (or a test beside another) is a normal
+    case, not a failure. Where the free port cannot be used either, the launch fails with its own error."""
+    warnings.filterwarnings("ignore", message=r"Port `\d+` is already in use", category=UserWarning)
+
+
 @contextmanager
 def quiet_generation_notes() -> Iterator[None]:
     """transformers' generate() says "Setting `pad_token_id` to `eos_token_id`" on every call, because the released

@@ -4,9 +4,11 @@ which must not leave ranks training alone."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -50,10 +52,16 @@ def assert_checkpointed_stop(run_dir: Path) -> int:
 def test_sigterm_to_qwen_swe_launch_checkpoints_and_exits_0_when_the_step_outlasts_the_grace(tiny_06b, shards,
                                                                                             tmp_path):
     run_dir = tmp_path / "run"
-    process = start([sys.executable, "-m", "qwen_swe", "launch", *train_args("cpu_zero2.yaml", tiny_06b, shards, run_dir)],
-                    # the launcher would kill its ranks 1 s after a signal; every step lasts 6 s longer than that
-                    TORCH_ELASTIC_SHUTDOWN_TIMEOUT="1", QWEN_SWE_DRILL_SLOW_STEP="6")
-    wait_for(lambda: metrics_lines(run_dir) >= 1, process)
+    # another job holding accelerate's default port (29500) is a normal case: the launcher finds a free one, quietly
+    with socket.socket() as other_job:
+        with contextlib.suppress(OSError):  # already held by another test's launch: just as good
+            other_job.bind(("127.0.0.1", 29500))
+            other_job.listen()
+        process = start([sys.executable, "-m", "qwen_swe", "launch",
+                         *train_args("cpu_zero2.yaml", tiny_06b, shards, run_dir)],
+                        # the launcher would kill its ranks 1 s after a signal; every step lasts 6 s longer than that
+                        TORCH_ELASTIC_SHUTDOWN_TIMEOUT="1", QWEN_SWE_DRILL_SLOW_STEP="6")
+        wait_for(lambda: metrics_lines(run_dir) >= 1, process)
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output[-4000:]
