@@ -63,8 +63,9 @@ def speechlike_wav() -> tuple[np.ndarray, int]:
 # Files whose tests launch training processes, longest first, by path under tests/. `make test` runs the suite on two
 # pytest workers, one file per worker at a time (`--dist loadfile`), in collection order: starting the long files first
 # keeps one worker from being left with a long file at the end while the other sits idle.
-LONGEST_FIRST = ("e2e/test_trainer.py", "e2e/test_multinode.py", "e2e/test_trainer_health.py", "test_export.py",
-                 "test_parity.py")
+LONGEST_FIRST = ("e2e/test_trainer.py", "e2e/test_accumulation.py", "e2e/test_multinode.py",
+                 "e2e/test_trainer_health.py", "e2e/test_tune_launched.py", "e2e/test_stopping.py", "tune/test_study.py",
+                 "test_export.py", "e2e/test_mixture.py", "ingest/test_pipeline.py", "test_parity.py")
 TESTS = Path(__file__).resolve().parent
 
 

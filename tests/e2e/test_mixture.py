@@ -19,9 +19,9 @@ WEIGHTS = {"studio": 0.25, "varied": 0.75}
 
 def test_frame_shares_over_an_epoch_on_two_ranks(tiny_06b, tmp_path):
     folders = {
-        "studio": synthetic_shards(tmp_path / "studio", shards=2, per_shard=16, seed=1, eval_samples=3,
+        "studio": synthetic_shards(tmp_path / "studio", shards=2, per_shard=12, seed=1, eval_samples=3,
                                    prefix="studio-", with_reference=False),
-        "varied": synthetic_shards(tmp_path / "varied", shards=2, per_shard=16, seed=2, eval_samples=3,
+        "varied": synthetic_shards(tmp_path / "varied", shards=2, per_shard=12, seed=2, eval_samples=3,
                                    prefix="varied-", with_reference=False, mean_frames=30),
     }
     # one epoch of the mixture, as the reader plans it for these settings
@@ -33,7 +33,7 @@ def test_frame_shares_over_an_epoch_on_two_ranks(tiny_06b, tmp_path):
                str(ROOT / "accelerate_configs" / "cpu_ddp.yaml"), "-m", "qwen_swe", "train", "--preset", "smoke",
                f"model.path={tiny_06b}", f"run.output_dir={run_dir}", f"run.max_steps={steps}",
                f"schedule.total_steps={steps}", "data.layouts={streaming: 1}", "data.num_workers=2",
-               "data.frame_budget=120", "run.eval_every=3", "run.eval_batches=4", f"run.checkpoint_every={steps}",
+               "data.frame_budget=120", f"run.eval_every={steps}", "run.eval_batches=2", f"run.checkpoint_every={steps}",
                "run.activation_stats_every=0", "run.tensorboard=false", "train.freeze=[text_embedding]",
                *(f"data.sources.{name}={folder}" for name, folder in folders.items()),
                *(f"data.weights.{name}={weight}" for name, weight in WEIGHTS.items())]
