@@ -98,7 +98,7 @@ class MixtureSchedule:
 # ------------------------------------------------------------------------------------------ the sources' shards
 class MixedIndex:
     """The train splits of several shard folders read as one index: the shards of every drawn source one after
-    another (`shards`), with which source each belongs to. It offers what the reader uses of a `ShardIndex`."""
+    another (`shards`; `offsets` says where each source's begin). It offers what the reader uses of a `ShardIndex`."""
 
     def __init__(self, folders: Mapping[str, str | Path], split: str, schedule: MixtureSchedule):
         self.split = split
@@ -112,11 +112,9 @@ class MixedIndex:
                 raise ValueError(f"source {name!r}: {error}") from error
         self.shards: list[ShardInfo] = []
         self.offsets: dict[str, int] = {}  # where each source's shards start in `shards`
-        self.shard_source: list[int] = []  # source number (in `names`) of every shard
-        for number, (name, part) in enumerate(self.parts.items()):
+        for name, part in self.parts.items():
             self.offsets[name] = len(self.shards)
             self.shards += part.shards
-            self.shard_source += [number] * len(part.shards)
         self.xvector_dim = self._common("xvector_dim", "were built with different speaker encoders (x-vector sizes)")
         self.tokenizer_fingerprint: Optional[str] = self._common(
             "tokenizer_fingerprint", "hold prompt ids made by different text tokenizers; rebuild them with one model")
@@ -139,9 +137,6 @@ class MixedIndex:
 
     def file_problems(self) -> list[str]:
         return [problem for part in self.parts.values() for problem in part.file_problems()]
-
-    def source_of(self, shard: int) -> str:
-        return self.names[self.shard_source[shard]]
 
     # What the reader asks of an index (the same methods as ShardIndex's)
     def planner(self, config: "StreamConfig", world_size: int) -> "MixturePlanner":
