@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-import yaml
-
 from ..train.config import ConfigError, RunConfig, apply_override
+from ..train.config.loader import read_yaml_file
 from ..train.config.schema import suggest
 
 RANGE_KEYS = {"low", "high", "log", "step", "choices", "constant_batch"}
@@ -120,12 +119,7 @@ def _override_text(value: Any) -> str:
 
 def load_space(path: str | Path) -> SearchSpace:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: search space file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+    data = read_yaml_file(path, "search space file")
     try:
         return parse_space(data)
     except ConfigError as error:

@@ -45,13 +45,18 @@ def load_config(path: Optional[str | Path] = None, preset: Optional[str] = None,
     return config
 
 
-def _read_yaml(path: Path) -> Mapping[str, Any]:
+def read_yaml_file(path: Path, what: str = "config file") -> Any:
+    """What a YAML file holds, or a ConfigError naming the file: `what` not found, or not valid YAML."""
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: {what} not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({error})") from error
+
+
+def _read_yaml(path: Path) -> Mapping[str, Any]:
+    data = read_yaml_file(path)
     if data is None:
         return {}
     if not isinstance(data, Mapping):
