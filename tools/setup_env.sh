@@ -50,16 +50,16 @@ if [ ! -f "$venv/.complete" ]; then
   flock -u 9
 fi
 
-# espeak-ng and sox make the long test recordings of `qwen-swe ingest`'s tests (and sox decodes some formats):
-# system packages, installed once where apt is available and we may use it.
+# espeak-ng renders transcripts for `qwen-swe ingest`'s offline aligner, and its tests make their long recordings
+# with espeak-ng and sox: system packages, installed once where apt is available and we may use it.
 if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "[setup] installing espeak-ng and sox (Debian packages)"
     apt-get install -y -q espeak-ng sox libsox-fmt-all >/dev/null 2>&1 \
       || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q espeak-ng sox libsox-fmt-all >/dev/null 2>&1; } \
-      || echo "[setup] warning: could not install espeak-ng and sox; the ingest tests need them"
+      || echo "[setup] warning: could not install espeak-ng and sox; qwen-swe ingest and its tests need them"
   else
-    echo "[setup] warning: espeak-ng and sox are missing; install them (apt install espeak-ng sox) for the ingest tests"
+    echo "[setup] warning: espeak-ng and sox are missing; qwen-swe ingest and its tests need them (apt install espeak-ng sox)"
   fi
 fi
 
