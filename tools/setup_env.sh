@@ -59,7 +59,8 @@ if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then
       || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q espeak-ng sox libsox-fmt-all >/dev/null 2>&1; } \
       || echo "[setup] warning: could not install espeak-ng and sox; qwen-swe ingest and its tests need them"
   else
-    echo "[setup] warning: espeak-ng and sox are missing; qwen-swe ingest and its tests need them (apt install espeak-ng sox)"
+    echo "[setup] warning: espeak-ng and sox are missing; qwen-swe ingest and its tests need them" \
+      "(apt install espeak-ng sox)"
   fi
 fi
 
