@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -131,9 +132,12 @@ def test_accumulation_passes_over_an_empty_micro_batch_without_drifting_and_resu
         assert deepspeed_global_steps(whole / "checkpoints" / "step-00000002") == 2
         assert deepspeed_global_steps(whole / "checkpoints" / "step-00000004") == 4
 
-    # accelerate's own micro-step counter is not part of a checkpoint: had it drifted, the resumed run would differ
+    # accelerate's own micro-step counter is not part of a checkpoint: had it drifted, a run resumed in a new process
+    # from the middle checkpoint would differ (the whole run's folder as it stood at step 2: its later checkpoint gone)
     split = tmp_path / "split"
-    launched(accelerate_config, overrides(tiny_06b, shards, split, *steps, "run.max_steps=2"))
+    shutil.copytree(whole, split)
+    shutil.rmtree(split / "checkpoints" / "step-00000004")
+    (split / "checkpoints" / "latest").write_text("step-00000002\n")
     launched(accelerate_config, overrides(tiny_06b, shards, split, *steps, "run.max_steps=4") + ["--resume", "auto"])
     ours, theirs = losses(split), losses(whole)
     assert sorted(ours) == [1, 2, 3, 4]
