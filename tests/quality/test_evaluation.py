@@ -6,35 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from qwen_swe.data.synthetic import synthetic_shards
 from qwen_swe.quality.text_metrics import error_rates
-
-
-@pytest.fixture(scope="module")
-def tiny_asr(tmp_path_factory) -> Path:
-    """A random-weight wav2vec2 CTC model with a Swedish letter vocabulary: garbage transcripts, real pipeline."""
-    import torch
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
-                              Wav2Vec2Processor)
-
-    folder = tmp_path_factory.mktemp("tiny-asr")
-    vocab = {"<pad>": 0, "<unk>": 1, "|": 2, **{ch: i + 3 for i, ch in enumerate("abcdefghijklmnopqrstuvwxyzåäö")}}
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    tokenizer = Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), unk_token="<unk>", pad_token="<pad>",
-                                     word_delimiter_token="|")
-    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True)
-    Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = Wav2Vec2Config(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                            intermediate_size=32, conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 4),
-                            num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2, pad_token_id=0)
-    Wav2Vec2ForCTC(config).save_pretrained(folder)
-    return folder
 
 
 def test_eval_end_to_end_on_a_tiny_model(swedish_wrapper, tiny_asr, tmp_path):

@@ -71,8 +71,26 @@ def test_a_real_round_scores_the_current_weights_and_the_thresholds_stop_the_run
     assert events.Tags()["audio"] == ["quality/000_spk0"]
 
 
-SCRIPT = {1: 0.60, 2: 0.90, 3: 0.70, 4: 0.85, 5: 0.80, 6: 0.99}  # speaker similarity per step: best at step 2
+def test_wer_and_speaker_similarity_thresholds_with_an_asr_folder(tiny_06b, shards, tiny_asr, tmp_path):
+    """The README's long-run gate (run.quality.asr with thresholds on wer and speaker_similarity): each round
+    transcribes its syntheses; limits the tiny model surely meets stop the run at the first round."""
+    from qwen_swe.quality.training_audio import training_hooks
+    from qwen_swe.train.trainer import Trainer
 
+    run_dir = tmp_path / "run"
+    config = run_config(tiny_06b, shards, run_dir, "run.quality.every_evals=2", f"run.quality.asr={tiny_asr}",
+                        "run.quality.thresholds.wer=1000", "run.quality.thresholds.speaker_similarity=-1")
+    fresh_accelerate_state_reset()
+    assert Trainer(config, hooks=training_hooks(config)).run() == 0
+    report = read(run_dir, "report.json")
+    (scored,) = report["quality"]["rounds"]
+    evaluation = read(run_dir / "evaluations" / "step-00000002", "eval.json")
+    assert scored["metrics"]["wer"] is not None and scored["metrics"]["wer"] == evaluation["metrics"]["wer"]
+    assert "transcript" in evaluation["synthesis"]["files"][0]
+    assert report["stop_reason"].startswith("quality thresholds met at step 2: wer")
+
+
+SCRIPT = {1: 0.60, 2: 0.90, 3: 0.70, 4: 0.85, 5: 0.80, 6: 0.99}  # speaker similarity per step: best at step 2
 
 
 def scripted_loop(section, scored):
