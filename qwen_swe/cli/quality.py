@@ -169,8 +169,10 @@ def _source(item: str) -> tuple[str, str]:
     """--source english=data/en -> ("english", "data/en"), the folder checked."""
     import re
 
+    from ..train.config.schema import SOURCE_NAME
+
     name, _, folder = item.partition("=")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) or not folder:
+    if not re.fullmatch(SOURCE_NAME, name) or not folder:
         raise click.BadParameter(f"{item!r}: write NAME=SHARDS, NAME of letters, digits, - and _",
                                  param_hint="--source")
     if not (Path(folder) / "index.json").is_file():

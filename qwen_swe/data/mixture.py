@@ -35,7 +35,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional, Sequence
 
 from .stream import SampleRef, ShardIndex, ShardInfo, _rng, plan_epoch
 
@@ -192,7 +192,8 @@ class Cursor:
 
 class MixturePlanner:
     """Plans epochs of a mixture (see the module docstring). One per reader; it remembers where each source stood at
-    the start of the epochs it planned, so planning epoch e replays the epochs before it only once per process."""
+    the start of the epochs it planned, so planning epoch e replays the epochs before it only once per process, and
+    keeps the epoch it drew last (each rank's reader and each checkpoint's source positions ask for it again)."""
 
     def __init__(self, index: MixedIndex, seed: int, frame_budget: int, pool_size: int, with_reference: bool,
                  max_samples: int, world_size: int, accumulation: int):
@@ -206,6 +207,7 @@ class MixturePlanner:
                              "processes; use more data, fewer processes or a smaller frame budget")
         self.batches_per_rank = self.epoch_batches // world_size
         self._starts: dict[int, list[Cursor]] = {0: [Cursor() for _ in index.names]}
+        self._last: tuple[int, list[DrawnBatch]] = (-1, [])  # (epoch, its plan)
 
     def _source_epoch(self, source: int, epoch: int) -> list[list[SampleRef]]:
         key = (source, epoch)
@@ -225,10 +227,12 @@ class MixturePlanner:
 
     def plan(self, epoch: int) -> list[DrawnBatch]:
         """Every batch of mixed epoch `epoch`, in global order (global batch g goes to rank g % world)."""
-        known = max(e for e in self._starts if e <= epoch)
-        for earlier in range(known, epoch):
-            self._draw(earlier)
-        return self._draw(epoch)
+        if self._last[0] != epoch:
+            known = max(e for e in self._starts if e <= epoch)
+            for earlier in range(known, epoch):
+                self._draw(earlier)
+            self._last = (epoch, self._draw(epoch))
+        return self._last[1]
 
     def _draw(self, epoch: int) -> list[DrawnBatch]:
         cursors = [Cursor(c.epoch, c.number) for c in self._starts[epoch]]
@@ -283,11 +287,3 @@ class MixturePlanner:
             cursors[name] = max(cursors[name], [batch.source_epoch, batch.number + 1])
         return cursors
 
-
-def frame_shares(plan: Iterable[DrawnBatch], names: Sequence[str]) -> dict[str, float]:
-    """Each source's share of the frames of `plan` (what the weights promise)."""
-    frames = dict.fromkeys(names, 0.0)
-    for batch in plan:
-        frames[names[batch.source]] += sum(ref.cost for ref in batch.refs)
-    total = sum(frames.values()) or 1.0
-    return {name: value / total for name, value in frames.items()}

@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import pytest
 
-from qwen_swe.data.mixture import MixedIndex, MixturePlanner, MixtureSchedule, frame_shares
+from qwen_swe.data.mixture import DrawnBatch, MixedIndex, MixturePlanner, MixtureSchedule
 from qwen_swe.data.stream import ShardStream, StreamConfig, StreamPosition, make_loader, stream_position
 from qwen_swe.data.synthetic import synthetic_shards
 
-
 NAMES = ("studio", "varied")
+
+
+def frame_shares(plan: list[DrawnBatch], names: list[str]) -> dict[str, float]:
+    """Each source's share of the frames of `plan` (what the weights promise)."""
+    frames = dict.fromkeys(names, 0.0)
+    for batch in plan:
+        frames[names[batch.source]] += sum(ref.cost for ref in batch.refs)
+    total = sum(frames.values()) or 1.0
+    return {name: value / total for name, value in frames.items()}
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,8 @@ SCHEDULES = ("cosine", "linear", "constant")
 QUALITY_METRICS = {"heldout_loss": "lower", "wer": "lower", "cer": "lower", "speaker_similarity": "higher",
                    "duration_error": "lower", "silence_rate": "lower", "eos_runaway_rate": "lower"}
 QUALITY_VOICE_MODES = ("xvector", "icl")  # a Base model in training clones held-out voices
+# A corpus name (data.sources keys, `qwen-swe eval --source NAME=...`): it names metrics (source/NAME/loss, METRIC@NAME).
+SOURCE_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 # train.precision takes qwen_swe.train.precision.PRECISIONS; data.on_bad_sample takes data.stream.BAD_SAMPLE_POLICIES;
 # data.layouts keys are model_shapes.LAYOUTS.
 

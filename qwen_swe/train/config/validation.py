@@ -10,8 +10,8 @@ from typing import Any
 
 from ...model_shapes import LAYOUTS
 from ..precision import BF16_PURE_UNDER_DEEPSPEED, FP16_REJECTED, PRECISIONS
-from .schema import (ATTN_IMPLEMENTATIONS, OPTIMIZERS, QUALITY_METRICS, QUALITY_VOICE_MODES, SCHEDULES, TRAIN_MODES,
-                     RunConfig, raise_errors, suggest)
+from .schema import (ATTN_IMPLEMENTATIONS, OPTIMIZERS, QUALITY_METRICS, QUALITY_VOICE_MODES, SCHEDULES, SOURCE_NAME,
+                     TRAIN_MODES, RunConfig, raise_errors, suggest)
 
 
 def validate(config: RunConfig) -> None:
@@ -100,7 +100,7 @@ def _check_sources(data: Any, errors: list[str]) -> None:
         errors.append(f"data.shards and data.sources: give one shard folder or several sources, not both (data.shards "
                       f"is {data.shards!r})")
     for name in data.sources:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+        if not re.fullmatch(SOURCE_NAME, name):
             errors.append(f"data.sources: name sources with letters, digits, - and _ (they name metrics), got {name!r}")
     if data.weights and data.schedule:
         errors.append("data.weights and data.schedule: give fixed weights or a schedule, not both (a schedule with "
