@@ -237,7 +237,7 @@ def run_evaluation(config: EvalConfig, say: Callable[[str], None] = print, wrapp
 
         config.model = str(export_if_checkpoint(source, out / "model", custom_voice=config.mode == "custom", say=say))
         wrapper = open_model(config.model, languages=(config.language,))
-    sentences = load_sentences(config.sentences)
+    sentences = load_sentences(config.sentences) if config.synthesis else []
     if config.max_sentences > 0:
         sentences = sentences[:config.max_sentences]
     heldout, synthesis, results = None, None, []
