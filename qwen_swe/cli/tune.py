@@ -64,12 +64,11 @@ def tune(config_path: str | None, preset: str | None, space_path: str | None, tr
         run.output_dir=runs/long
     Watch live: optuna-dashboard sqlite:///studies/lr/study.db  (pip install optuna-dashboard)
     """
-    import yaml
-
     from ..launcher import die_with_launcher
     from ..train.config import ConfigError, load_config
+    from ..train.config.loader import read_yaml_file
     from ..tune.space import load_space
-    from ..tune.study import StudySettings, StudyStopped, open_study
+    from ..tune.study import STUDY_DB, StudySettings, StudyStopped, open_study
     from ..tune.study import tune as run_study
 
     die_with_launcher()
@@ -84,13 +83,13 @@ def tune(config_path: str | None, preset: str | None, space_path: str | None, tr
             base.check_paths()
         space = load_space(space_path) if space_path else None
         if enqueue_path:
-            settings.enqueue = yaml.safe_load(Path(enqueue_path).read_text(encoding="utf-8")) or []
+            settings.enqueue = read_yaml_file(Path(enqueue_path), "enqueue file") or []
             if not isinstance(settings.enqueue, list) or not all(isinstance(e, dict) for e in settings.enqueue):
                 raise ConfigError(f"{enqueue_path}: expected a YAML list of mappings (parameter: value)")
         if report_only:
             from ..tune.report import write_report
 
-            if not (Path(study_dir) / "study.db").is_file():
+            if not (Path(study_dir) / STUDY_DB).is_file():
                 raise ConfigError(f"--report-only: no study in {study_dir}")
             study, base, space = open_study(settings, base, space, resume=True, say=click.echo)
             write_report(study, Path(study_dir), base, space, say=click.echo)

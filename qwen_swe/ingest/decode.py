@@ -16,6 +16,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from ..data.build import pcm16
 from ..model_shapes import SAMPLE_RATE
 
 class DecodeError(ValueError):
@@ -90,12 +91,12 @@ def decode_to_pcm(source: Path, destination: Path, progress: bool = True) -> int
             for samples, rate in blocks:
                 if resampler is None:
                     resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="VHQ")
-                out.write(_pcm16(resampler.resample_chunk(np.ascontiguousarray(samples, np.float32))))
+                out.write(pcm16(resampler.resample_chunk(np.ascontiguousarray(samples, np.float32))).tobytes())
                 written = out.tell() // 2
                 if bar is not None:
                     bar.update(len(samples) / rate)
             if resampler is not None:
-                out.write(_pcm16(resampler.resample_chunk(np.zeros(0, np.float32), last=True)))
+                out.write(pcm16(resampler.resample_chunk(np.zeros(0, np.float32), last=True)).tobytes())
                 written = out.tell() // 2
     except DecodeError:
         temporary.unlink(missing_ok=True)
@@ -129,10 +130,6 @@ class FloatView:
 
     def __getitem__(self, index: slice) -> np.ndarray:
         return np.asarray(self.pcm[index], dtype=np.float32) / 32768.0
-
-
-def _pcm16(samples: np.ndarray) -> bytes:
-    return np.clip(np.round(samples.astype(np.float64) * 32767.0), -32768, 32767).astype("<i2").tobytes()
 
 
 def _bar(total: Optional[float], label: str, enabled: bool):

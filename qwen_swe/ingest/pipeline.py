@@ -35,10 +35,10 @@ import numpy as np
 
 from ..files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from ..model_shapes import SAMPLE_RATE
+from ..data.build import REJECTIONS_NAME, rejection
 from .segment import Clip, SegmentSettings
 
 MANIFEST_NAME = "manifest.jsonl"
-REJECTIONS_NAME = "rejections.jsonl"
 CLIPS_DIR = "clips"
 RECORDINGS_DIR = "recordings"
 WORK_DIR = ".work"
@@ -167,6 +167,7 @@ def ingest(out: Path, recordings: list[Recording], settings: IngestSettings, pro
     check_recordings(recordings, settings)
     out.mkdir(parents=True, exist_ok=True)
     crash = _CrashSwitch()
+    records = []  # every recording's record, finished now or before
     for recording in recordings:
         record_path = out / RECORDINGS_DIR / f"{recording.id}.json"
         fingerprint = fingerprint_of(recording, settings)
@@ -174,20 +175,21 @@ def ingest(out: Path, recordings: list[Recording], settings: IngestSettings, pro
             previous = json.loads(record_path.read_text(encoding="utf-8"))
             if previous.get("fingerprint") == fingerprint:
                 say(f"{recording.id}: already done ({len(previous['clips'])} clips); skipped")
+                records.append(previous)
                 continue
         record = ingest_recording(out, recording, settings, progress, crash, fingerprint)
         record["fingerprint"] = fingerprint
         write_json_atomic(record_path, record)
+        records.append(record)
         stats = record["stats"]
         say(f"{recording.id}: {len(record['clips'])} clips, {stats['kept_seconds'] / 60:.1f} of "
             f"{stats['duration_seconds'] / 60:.1f} min kept, {len(record['rejections'])} rejections")
-    records = [json.loads((out / RECORDINGS_DIR / f"{r.id}.json").read_text(encoding="utf-8")) for r in recordings]
-    manifest = "".join(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n"
-                       for record in records for entry in record["clips"])
-    rejections = "".join(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n"
-                         for record in records for entry in record["rejections"])
-    write_text_atomic(out / MANIFEST_NAME, manifest)
-    write_text_atomic(out / REJECTIONS_NAME, rejections)
+    def jsonl(part: str) -> str:
+        return "".join(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n"
+                       for record in records for entry in record[part])
+
+    write_text_atomic(out / MANIFEST_NAME, jsonl("clips"))
+    write_text_atomic(out / REJECTIONS_NAME, jsonl("rejections"))
     report = build_report(records, settings)
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.md", render_report(report))
@@ -242,7 +244,7 @@ def ingest_recording(out: Path, recording: Recording, settings: IngestSettings, 
                 results = align_recording(sentences, features, speech, voice=settings.voice,
                                           max_cost_ratio=settings.segment.max_cost_ratio, progress=bar.update)
         sentences_rejected = [r for r in results if r.status != "aligned"]
-    clips = segment(results, pauses, vad, duration, settings.segment)
+    clips = segment(results, pauses, duration, settings.segment)
     score_clips(clips, results, vad, settings.segment)
     kept = [clip for clip in clips if clip.reason is None]
     entries = []
@@ -295,8 +297,7 @@ def manifest_entry(clip: Clip, clip_id: str, recording: Recording, settings: Ing
 def rejection_entry(recording: Recording, where: str, reason: str, detail: str, text: str,
                     start: Optional[float], end: Optional[float],
                     confidence: Optional[float] = None) -> dict[str, Any]:
-    entry = {"source": f"{recording.id}:{where}", "key": None, "reason": reason, "detail": detail,
-             "recording": recording.id, "text": text,
+    entry = {**rejection(f"{recording.id}:{where}", None, reason, detail), "recording": recording.id, "text": text,
              "start": None if start is None else round(start, 3), "end": None if end is None else round(end, 3),
              "seconds": None if start is None or end is None else round(end - start, 3)}
     if confidence is not None:

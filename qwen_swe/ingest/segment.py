@@ -109,7 +109,7 @@ def _pause_between(pauses: list[Pause], starts: np.ndarray, earliest: float, lat
     return best
 
 
-def segment(results: list[SentenceResult], pauses: list[Pause], vad: np.ndarray, duration: float,
+def segment(results: list[SentenceResult], pauses: list[Pause], duration: float,
             settings: SegmentSettings) -> list[Clip]:
     """Clips in recording order, kept and rejected (`reason` set) alike."""
     pauses = sorted(pauses, key=lambda p: p.start)

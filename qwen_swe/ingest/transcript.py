@@ -73,7 +73,7 @@ def split_sentences(text: str, numbers_to_words: bool = False) -> list[Sentence]
 def _add_sentences(sentences: list[Sentence], text: str, paragraph: int) -> None:
     for piece in _SENTENCE_END.split(text):
         piece = piece.strip()
-        if piece and any(char.isalnum() for char in piece):
+        if piece and is_spoken_word(piece):
             sentences.append(Sentence(index=len(sentences), paragraph=paragraph, text=piece, words=piece.split()))
 
 

@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 from ..train.checkpoint import step_name
 from ..train.config import QUALITY_METRICS
-from ..train.hooks import TrainerHook
+from ..train.hooks import TrainerHook, from_main_process
 
 EVALUATIONS_DIR = "evaluations"  # RUN/evaluations/step-N/: one folder per round
 AUDIO_TO_TENSORBOARD = 2  # syntheses per round logged as audio
@@ -134,7 +134,7 @@ class QualityLoop(TrainerHook):
             metrics = self._score_safely(trainer, results)
             if metrics is not None:
                 self._log(trainer, metrics, time.time() - started)
-        metrics = _from_main(trainer, metrics)
+        metrics = from_main_process(metrics)
         if metrics is None:
             return  # the round failed (said on the main process); it neither counts nor stops the run
         self.decide(trainer, metrics)
@@ -231,12 +231,3 @@ def _audio_to_tensorboard(trainer: Any, folder: Path) -> None:
     for path in sorted(folder.glob("*.wav"))[:AUDIO_TO_TENSORBOARD]:
         wav, rate = sf.read(str(path), dtype="float32")
         writer.add_audio(f"quality/{path.stem}", torch.from_numpy(wav), trainer.step, sample_rate=rate)
-
-
-def _from_main(trainer: Any, value: Any) -> Any:
-    """`value` as the main process has it, on every rank (the main process scores; every rank decides alike)."""
-    if trainer.accelerator.num_processes == 1:
-        return value
-    from accelerate.utils import broadcast_object_list
-
-    return broadcast_object_list([value], from_process=0)[0]

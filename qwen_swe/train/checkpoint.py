@@ -188,10 +188,10 @@ def save_checkpoint(accelerator: Any, run_dir: str | Path, step: int, trainer_st
     return final
 
 
-def record_best(run_dir: str | Path, checkpoint: Path, eval_loss: Optional[float] = None, **why: Any) -> None:
-    """best.json: the best checkpoint and why (its held-out loss, or the quality metric that chose it)."""
-    record = {"checkpoint": checkpoint.name, **({"eval_loss": eval_loss} if eval_loss is not None else {}), **why}
-    write_json_atomic(checkpoints_dir(run_dir) / "best.json", record)
+def record_best(run_dir: str | Path, checkpoint: Path, **why: Any) -> None:
+    """best.json: the best checkpoint and why (`eval_loss`: its held-out loss, or the quality `metric` and `value`
+    that chose it)."""
+    write_json_atomic(checkpoints_dir(run_dir) / "best.json", {"checkpoint": checkpoint.name, **why})
 
 
 def best_checkpoint(run_dir: str | Path) -> Optional[str]:

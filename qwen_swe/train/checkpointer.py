@@ -37,12 +37,11 @@ class Progress:
 
 
 class Checkpointer:
-    def __init__(self, accelerator: Any, run_dir: Path, run: RunSection, max_steps: int,
-                 hooks: Optional[Hooks] = None):
+    def __init__(self, accelerator: Any, run_dir: Path, run: RunSection, max_steps: int, hooks: Hooks):
         from accelerate.utils import DistributedType
 
         self.accelerator = accelerator
-        self.hooks = hooks if hooks is not None else Hooks()
+        self.hooks = hooks
         self.run_dir = run_dir
         self.every, self.keep_last, self.max_steps = run.checkpoint_every, run.keep_last, max_steps
         self.deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED

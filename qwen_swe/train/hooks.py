@@ -64,6 +64,18 @@ class TrainerHook:
         return None
 
 
+def from_main_process(value: Any) -> Any:
+    """`value` as the main process (rank 0) has it, on every rank (nothing to do in one process): how work done on
+    the main process alone (scoring a quality round, owning a tuning trial) lets every rank decide alike."""
+    from accelerate import PartialState
+
+    if PartialState().num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value], from_process=0)[0]
+
+
 class Hooks:
     """Calls each hook in order."""
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 from ..files import write_text_atomic
 from ..train.config import QUALITY_METRICS, RunConfig
 from .space import SearchSpace
+from .study import STUDY_DB
 
 BEST_CONFIG = "best.yaml"
 REPORT = "report.md"
@@ -65,8 +66,7 @@ def importances(study: Any) -> tuple[dict[str, float], Optional[str]]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-            return dict(optuna.importance.get_param_importances(study, evaluator=evaluator)), None
+            return dict(optuna.importance.get_param_importances(study, evaluator=_seeded_evaluator())), None
     except (ValueError, RuntimeError) as error:
         return {}, str(error)
 
@@ -163,7 +163,7 @@ def write_report(study: Any, study_dir: Path, base: RunConfig, space: SearchSpac
     lines += ["", "## Trials", "", *trials_table(study, [p.name for p in space.params]), "", "## Plots", ""]
     lines += [f"![{name}]({PLOTS_DIR}/{path.name})" for name, path in drawn.items()]
     lines += [f"- {name}: not drawn ({why})" for name, why in skipped.items()]
-    lines += ["", f"Live view: `optuna-dashboard sqlite:///{(study_dir / 'study.db').resolve()}` "
+    lines += ["", f"Live view: `optuna-dashboard sqlite:///{(study_dir / STUDY_DB).resolve()}` "
                   "(pip install optuna-dashboard).", ""]
     report = study_dir / REPORT
     write_text_atomic(report, "\n".join(lines))

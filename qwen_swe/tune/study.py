@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from ..files import write_text_atomic
 from ..train.config import QUALITY_METRICS, ConfigError, RunConfig, load_config
-from ..train.hooks import TrainerHook
+from ..train.hooks import TrainerHook, from_main_process
 from .space import SearchSpace, load_space
 
 STUDY_NAME = "qwen-swe"
@@ -316,8 +316,8 @@ class TrialReporter(TrainerHook):
             value = comparable_loss(results, weight, weight if self.reference_weight is None else self.reference_weight)
         else:
             rounds = self.quality.rounds if self.quality is not None else []
-            value = rounds[-1]["metrics"].get(self.objective) if rounds and rounds[-1]["step"] == trainer.step \
-                else None
+            scored_now = bool(rounds) and rounds[-1]["step"] == trainer.step
+            value = self.quality.last_metrics().get(self.objective) if scored_now else None
         return float(value) if value is not None and math.isfinite(value) else None
 
     def on_eval(self, trainer: Any, results: dict[str, Any]) -> None:
@@ -328,7 +328,7 @@ class TrialReporter(TrainerHook):
         if self.trial is not None:
             self.trial.report(value, trainer.step)
             prune = self.trial.should_prune()
-        prune = broadcast_from_rank0(prune)
+        prune = from_main_process(prune)
         if prune:
             self.pruned_at = trainer.step
             trainer.request_stop(f"pruned by the tuner at step {trainer.step} ({self.objective} {value:.4g} is "
@@ -402,15 +402,6 @@ def _world() -> Any:
     return PartialState()
 
 
-def broadcast_from_rank0(value: Any) -> Any:
-    """`value` as rank 0 has it, on every rank (no-op in one process)."""
-    if _world().num_processes == 1:
-        return value
-    from accelerate.utils import broadcast_object_list
-
-    return broadcast_object_list([value], from_process=0)[0]
-
-
 class _StopBetweenTrials:
     """SIGTERM/SIGINT outside a trial (a trial's Trainer handles them inside): no next trial is started."""
 
@@ -455,7 +446,7 @@ def tune(settings: StudySettings, base: Optional[RunConfig], space: Optional[Sea
             setup = (base, space, settings)
         except ConfigError as error:
             failure = str(error)
-    setup, failure = broadcast_from_rank0((setup, failure))
+    setup, failure = from_main_process((setup, failure))
     if failure is not None:
         raise ConfigError(failure)
     base, space, settings = setup
@@ -468,7 +459,7 @@ def tune(settings: StudySettings, base: Optional[RunConfig], space: Optional[Sea
         interrupted = _lead(study, settings, base, space, say, stop, list(extra_hooks))
         ending = ("done", finished_trials(study), interrupted)
     finally:
-        broadcast_from_rank0(ending)
+        from_main_process(ending)
         stop.restore()
     from .report import write_report
 
@@ -497,7 +488,7 @@ def _lead(study: Any, settings: StudySettings, base: RunConfig, space: SearchSpa
         except ConfigError as error:
             raise TrialFailed(f"trial {trial.number}: {values} make an invalid run config: {error}") from error
         say(f"trial {trial.number}: " + ", ".join(f"{k}={_short(v)}" for k, v in values.items()))
-        broadcast_from_rank0(("trial", trial.number, values))
+        from_main_process(("trial", trial.number, values))
         try:
             result = run_trial(config, settings.objective, trial, extra_hooks, base.objective.sub_talker_weight)
         except _out_of_memory_errors() as error:
@@ -560,7 +551,7 @@ def _follow(settings: StudySettings, base: RunConfig, space: SearchSpace,
     """Ranks other than 0: run each trial rank 0 announces, until it says the study is done (finished trials,
     interrupted)."""
     while True:
-        message = broadcast_from_rank0(None)
+        message = from_main_process(None)
         if message[0] == "done":
             return message[1], message[2]
         _, number, values = message

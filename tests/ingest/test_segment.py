@@ -37,7 +37,7 @@ def test_sentences_merge_up_to_max_and_cuts_sit_in_pauses():
     spans = [[(1.0 + 2.5 * s + 0.5 * k, 1.5 + 2.5 * s + 0.5 * k) for k in range(4)] for s in range(6)]
     duration = 17.0
     speech = speech_mask([(w[0][0], w[-1][1]) for w in spans], duration)
-    clips = segment(sentence_results(spans), pauses_of(speech, 0.15), speech, duration,
+    clips = segment(sentence_results(spans), pauses_of(speech, 0.15), duration,
                     SegmentSettings(min_seconds=1.0, max_seconds=5.5))
     assert all(c.reason is None for c in clips)
     assert [len(c.words) for c in clips] == [8, 8, 8]  # two sentences each: a third would exceed 5.5 s
@@ -52,7 +52,7 @@ def test_what_cannot_be_cut_is_rejected_with_its_reason():
     spans = [[(0.5 + 0.5 * k, 1.0 + 0.5 * k) for k in range(18)], [(14.0, 14.3), (14.3, 14.6)]]
     duration = 16.0
     speech = speech_mask([(0.5, 9.5), (14.0, 14.6)], duration)
-    clips = segment(sentence_results(spans), pauses_of(speech, 0.15), speech, duration,
+    clips = segment(sentence_results(spans), pauses_of(speech, 0.15), duration,
                     SegmentSettings(min_seconds=1.0, max_seconds=6.0))
     assert [(c.reason, len(c.words)) for c in clips] == [("no_pause_to_cut", 18), ("too_short", 2)]
 
@@ -64,13 +64,13 @@ def test_comma_pauses_split_a_long_sentence_and_confidence_names_the_worst_score
     speech = speech_mask([(0.5, 2.0), (2.6, 4.1), (4.7, 5.7)], duration)
     results = sentence_results([words], [text])
     settings = SegmentSettings(min_seconds=0.5, max_seconds=3.0)
-    clips = segment(results, pauses_of(speech, 0.15), speech, duration, settings)
+    clips = segment(results, pauses_of(speech, 0.15), duration, settings)
     assert [c.text for c in clips] == ["Ett två tre,", "fyra fem sex,", "sju åtta."]
     score_clips(clips, results, speech, settings)
     assert all(c.reason is None and c.confidence > 0.8 for c in clips)
     vad = speech.copy()
     vad[int(2.6 * FRAME_RATE):int(4.1 * FRAME_RATE)] = False  # the VAD hears nothing where the middle words are
-    clips = segment(results, pauses_of(speech, 0.15), vad, duration, settings)
+    clips = segment(results, pauses_of(speech, 0.15), duration, settings)
     score_clips(clips, results, vad, settings)
     assert clips[1].reason == "vad_disagreement" and clips[1].confidence < 0.5
     assert "not speech to the VAD" in clips[1].detail
